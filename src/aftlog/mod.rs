@@ -1,0 +1,1 @@
+//! AFT_LOG (being written).

@@ -1,0 +1,1 @@
+//! Local directory store (embedded default).

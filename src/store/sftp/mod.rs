@@ -1,0 +1,1 @@
+//! SFTP store over pooled SSH connections (being written).
