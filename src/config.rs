@@ -199,7 +199,7 @@ impl Default for FileServerConfig {
             host: "127.0.0.1".into(),
             port: 22,
             user: "mftuser".into(),
-            directory: "mft-data/files".into(),
+            directory: "mft-data".into(),
             public_key: String::new(),
             pool_size: 8,
             pipeline_depth: 32,
