@@ -84,12 +84,18 @@ fn is_chunked(headers: &HeaderMap) -> bool {
     headers
         .get_all(http::header::TRANSFER_ENCODING)
         .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("chunked")))
+        .any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.to_ascii_lowercase().contains("chunked"))
+        })
 }
 
 /// Checks everything that can be checked before reading the body; returns the claims, the
 /// chat type and the exact length the body must have (when known).
-fn admit(state: &AppState, req: &Request<Incoming>) -> Result<(UploadClaims, ChatType, Option<u64>), Failure> {
+fn admit(
+    state: &AppState,
+    req: &Request<Incoming>,
+) -> Result<(UploadClaims, ChatType, Option<u64>), Failure> {
     if !state.config.transfer.mode.managed_enabled() {
         return Err((
             ApiError::Forbidden("managed file transfer is disabled on this node".into()),
@@ -114,7 +120,11 @@ fn admit(state: &AppState, req: &Request<Incoming>) -> Result<(UploadClaims, Cha
     })?;
     let limit = state.config.transfer.effective_max_file_size();
     let declared = content_length(req.headers())?;
-    if declared.is_none() && !is_chunked(req.headers()) && req.version() < Version::HTTP_2 {
+    // Without Content-Length or chunked framing an HTTP/1 body is empty by definition
+    // (RFC 9112 section 6.3): fine for an empty file, a missing length for anything else.
+    let unframed =
+        declared.is_none() && !is_chunked(req.headers()) && req.version() < Version::HTTP_2;
+    if unframed && claims.size.is_some_and(|s| s > 0) {
         return Err((ApiError::LengthRequired, "length_required"));
     }
     for size in [declared, claims.size].into_iter().flatten() {
@@ -207,7 +217,13 @@ async fn upload(
     let sha256 = hex::encode(hasher.finalize());
 
     // Commit and log in a task of its own: it completes even if this request is cancelled.
-    let finish = tokio::spawn(finish(state.clone(), sink, path.clone(), claims.clone(), total));
+    let finish = tokio::spawn(finish(
+        state.clone(),
+        sink,
+        path.clone(),
+        claims.clone(),
+        total,
+    ));
     let outcome = finish.await.map_err(|e| {
         tracing::error!(error = %e, "Upload finishing task failed");
         (ApiError::Unavailable, "internal")
