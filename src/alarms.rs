@@ -139,7 +139,10 @@ impl Alarms {
                 detail,
             };
             if tx.try_send(event).is_err() {
-                tracing::warn!(alarm = alarm.name(), "Alarm webhook queue full; event dropped");
+                tracing::warn!(
+                    alarm = alarm.name(),
+                    "Alarm webhook queue full; event dropped"
+                );
             }
         }
     }
@@ -195,7 +198,10 @@ pub async fn run_checks(
 fn apply_db_condition(alarms: &Alarms, condition: &DbCondition) {
     match condition {
         DbCondition::Ok => {
-            alarms.clear(Alarm::XcpMFTDBConnectError, "database writes succeed".into());
+            alarms.clear(
+                Alarm::XcpMFTDBConnectError,
+                "database writes succeed".into(),
+            );
             alarms.clear(Alarm::XcpMFTDBFullError, "database writes succeed".into());
         }
         DbCondition::Unreachable(msg) => {
@@ -300,7 +306,10 @@ mod tests {
         alarms.observe_free_space(10.0, 10.0, 15.0);
         assert!(alarms.is_active(Alarm::XcpMFTExtFsFreeSpaceWarn));
         alarms.observe_free_space(14.9, 10.0, 15.0);
-        assert!(alarms.is_active(Alarm::XcpMFTExtFsFreeSpaceWarn), "held between thresholds");
+        assert!(
+            alarms.is_active(Alarm::XcpMFTExtFsFreeSpaceWarn),
+            "held between thresholds"
+        );
         alarms.observe_free_space(15.0, 10.0, 15.0);
         assert!(!alarms.is_active(Alarm::XcpMFTExtFsFreeSpaceWarn));
     }

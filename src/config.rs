@@ -351,10 +351,16 @@ impl Config {
         }
         if fs.kind == FileServerKind::Sftp {
             if fs.host.is_empty() {
-                return Err(invalid("file_server.host", "is required for kind = \"sftp\""));
+                return Err(invalid(
+                    "file_server.host",
+                    "is required for kind = \"sftp\"",
+                ));
             }
             if fs.user.is_empty() {
-                return Err(invalid("file_server.user", "is required for kind = \"sftp\""));
+                return Err(invalid(
+                    "file_server.user",
+                    "is required for kind = \"sftp\"",
+                ));
             }
             if !fs.directory.starts_with('/') {
                 return Err(invalid(
@@ -385,10 +391,16 @@ impl Config {
             ));
         }
         if fs.connect_timeout_s == 0 {
-            return Err(invalid("file_server.connect_timeout_s", "must be at least 1"));
+            return Err(invalid(
+                "file_server.connect_timeout_s",
+                "must be at least 1",
+            ));
         }
         if fs.request_timeout_s == 0 {
-            return Err(invalid("file_server.request_timeout_s", "must be at least 1"));
+            return Err(invalid(
+                "file_server.request_timeout_s",
+                "must be at least 1",
+            ));
         }
         let al = &self.alarms;
         for (key, v) in [

@@ -70,8 +70,7 @@ pub fn new_resource() -> String {
 
 fn is_resource(s: &str) -> bool {
     s.len() == RESOURCE_RANDOM_BYTES * 4 / 3
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 

@@ -202,7 +202,9 @@ impl TicketAuthority {
         }
         let claims: UploadClaims = self.decode(token)?;
         if claims.sub.is_empty() || claims.to.is_empty() {
-            return Err(TicketError::BadClaims("`sub` and `to` must not be empty".into()));
+            return Err(TicketError::BadClaims(
+                "`sub` and `to` must not be empty".into(),
+            ));
         }
         if claims.chat.parse::<ChatType>().is_err() {
             return Err(TicketError::BadClaims(
@@ -309,7 +311,8 @@ mod tests {
             a.verify_download("not.a.jwt").unwrap_err(),
             TicketError::Malformed
         );
-        let none_alg = "eyJhbGciOiJub25lIn0.eyJraW5kIjoiZG93bmxvYWQiLCJzdWIiOiJhIiwiZXhwIjo5OTk5OTk5OTk5fQ.";
+        let none_alg =
+            "eyJhbGciOiJub25lIn0.eyJraW5kIjoiZG93bmxvYWQiLCJzdWIiOiJhIiwiZXhwIjo5OTk5OTk5OTk5fQ.";
         assert!(a.verify_download(none_alg).is_err());
     }
 

@@ -45,9 +45,7 @@ pub async fn keyscan(config: &Config, target: &str) -> anyhow::Result<()> {
 
 fn split_host_port(target: &str) -> anyhow::Result<(String, u16)> {
     if let Some(rest) = target.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .context("unterminated `[` in HOST")?;
+        let (host, after) = rest.split_once(']').context("unterminated `[` in HOST")?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().context("PORT must be a number")?,
             None => 22,
@@ -55,9 +53,10 @@ fn split_host_port(target: &str) -> anyhow::Result<(String, u16)> {
         return Ok((host.to_string(), port));
     }
     match target.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => {
-            Ok((host.to_string(), port.parse().context("PORT must be a number")?))
-        }
+        Some((host, port)) if !host.contains(':') => Ok((
+            host.to_string(),
+            port.parse().context("PORT must be a number")?,
+        )),
         _ => Ok((target.to_string(), 22)),
     }
 }

@@ -58,7 +58,11 @@ pub async fn run(config: &Config, size: u64) -> anyhow::Result<()> {
 
     let mb = size as f64 / 1e6;
     let (w, r) = (mb / write_s, mb / read_s);
-    println!("file server: {} {}", store.server_name(), store.absolute_path(dir));
+    println!(
+        "file server: {} {}",
+        store.server_name(),
+        store.absolute_path(dir)
+    );
     println!("size:        {size} bytes");
     println!("write:       {w:8.1} MB/s  {}", verdict(w));
     println!("read:        {r:8.1} MB/s  {}", verdict(r));

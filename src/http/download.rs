@@ -35,7 +35,11 @@ fn is_inline_safe(mime: &str) -> bool {
         || mime.starts_with("video/")
 }
 
-pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>, path: &str) -> Response<ResponseBody> {
+pub async fn handle(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    path: &str,
+) -> Response<ResponseBody> {
     match download(state, &req, path).await {
         Ok(resp) => resp,
         Err((err, reason)) => {
@@ -59,10 +63,14 @@ fn bad_path(what: &str) -> Failure {
 }
 
 fn parse_target(state: &AppState, path: &str) -> Result<Target, Failure> {
-    let rest = path.strip_prefix("/files/").ok_or((ApiError::NotFound, "not_found"))?;
+    let rest = path
+        .strip_prefix("/files/")
+        .ok_or((ApiError::NotFound, "not_found"))?;
     let raw: Vec<&str> = rest.split('/').collect();
     if raw.len() != 6 {
-        return Err(bad_path("expected /files/<node>/<chat>/<date>/<hour>/<resource>/<filename>"));
+        return Err(bad_path(
+            "expected /files/<node>/<chat>/<date>/<hour>/<resource>/<filename>",
+        ));
     }
     let mut decoded = Vec::with_capacity(6);
     for (i, seg) in raw.iter().enumerate() {
@@ -100,7 +108,12 @@ fn parse_range(value: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u6
     if spec.contains(',') {
         return Ok(None); // multiple ranges: serve the whole file
     }
-    let unsatisfiable = || (ApiError::RangeNotSatisfiable { size }, "range_not_satisfiable");
+    let unsatisfiable = || {
+        (
+            ApiError::RangeNotSatisfiable { size },
+            "range_not_satisfiable",
+        )
+    };
     let (first, last) = spec.split_once('-').ok_or_else(unsatisfiable)?;
     let (first, last) = (first.trim(), last.trim());
     let range = if first.is_empty() {
@@ -192,7 +205,9 @@ async fn download(
         None => (0, size, StatusCode::OK),
     };
 
-    let guessed = mime_guess::from_path(&target.filename).first_raw().unwrap_or("");
+    let guessed = mime_guess::from_path(&target.filename)
+        .first_raw()
+        .unwrap_or("");
     let (content_type, disposition) = if is_inline_safe(guessed) {
         (guessed, "inline")
     } else {
@@ -337,7 +352,11 @@ impl Drop for DownloadBody {
                 .record(self.sent as f64);
             tracing::info!(resource = %row.filename, bytes = self.sent, seconds, "Download served");
         } else {
-            let reason = if self.failed { "file_server_io" } else { "client_aborted" };
+            let reason = if self.failed {
+                "file_server_io"
+            } else {
+                "client_aborted"
+            };
             metrics::counter!(telemetry::TRANSFER_ERRORS, "direction" => "download", "reason" => reason)
                 .increment(1);
             tracing::info!(
@@ -367,9 +386,18 @@ mod tests {
         assert_eq!(range("bytes=-10", 100), Ok(Some((90, 99))));
         assert_eq!(range("bytes=-1000", 100), Ok(Some((0, 99))));
         assert_eq!(range("bytes=50-1000", 100), Ok(Some((50, 99))));
-        assert_eq!(range("bytes=100-", 100), Err(StatusCode::RANGE_NOT_SATISFIABLE));
-        assert_eq!(range("bytes=9-3", 100), Err(StatusCode::RANGE_NOT_SATISFIABLE));
-        assert_eq!(range("bytes=0-0", 0), Err(StatusCode::RANGE_NOT_SATISFIABLE));
+        assert_eq!(
+            range("bytes=100-", 100),
+            Err(StatusCode::RANGE_NOT_SATISFIABLE)
+        );
+        assert_eq!(
+            range("bytes=9-3", 100),
+            Err(StatusCode::RANGE_NOT_SATISFIABLE)
+        );
+        assert_eq!(
+            range("bytes=0-0", 0),
+            Err(StatusCode::RANGE_NOT_SATISFIABLE)
+        );
         assert_eq!(range("items=0-1", 100), Ok(None));
         assert_eq!(range("bytes=0-1,5-6", 100), Ok(None));
     }

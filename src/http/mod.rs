@@ -100,10 +100,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut stop: watch:
 async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<ResponseBody> {
     let path = req.uri().path().to_string();
     let Some(path) = path.strip_prefix(state.path_prefix.as_str()) else {
-        return count(
-            "other",
-            errors::ApiError::NotFound.into_response(),
-        );
+        return count("other", errors::ApiError::NotFound.into_response());
     };
     let method = req.method().clone();
     let (route_name, response) = match (&method, path) {
@@ -116,18 +113,13 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<Respons
         (&Method::GET, "/healthz") => ("healthz", ops::healthz()),
         (&Method::GET, "/readyz") => ("readyz", ops::readyz(&state).await),
         (&Method::GET, "/status") => ("status", ops::status(&state).await),
-        (_, "/files") | (_, "/metrics" | "/healthz" | "/readyz" | "/status") => (
-            "other",
-            errors::ApiError::MethodNotAllowed.into_response(),
-        ),
-        (_, p) if p.starts_with("/files/") => (
-            "other",
-            errors::ApiError::MethodNotAllowed.into_response(),
-        ),
-        _ => (
-            "other",
-            errors::ApiError::NotFound.into_response(),
-        ),
+        (_, "/files") | (_, "/metrics" | "/healthz" | "/readyz" | "/status") => {
+            ("other", errors::ApiError::MethodNotAllowed.into_response())
+        }
+        (_, p) if p.starts_with("/files/") => {
+            ("other", errors::ApiError::MethodNotAllowed.into_response())
+        }
+        _ => ("other", errors::ApiError::NotFound.into_response()),
     };
     count(route_name, response)
 }

@@ -147,9 +147,7 @@ impl FileStore for LocalStore {
 
     async fn remove(&self, rel: &str) -> Result<(), StoreError> {
         let path = self.path(rel)?;
-        fs::remove_file(&path)
-            .await
-            .map_err(|e| io_error(&path, e))
+        fs::remove_file(&path).await.map_err(|e| io_error(&path, e))
     }
 
     async fn space(&self) -> Result<SpaceInfo, StoreError> {

@@ -23,9 +23,7 @@ pub enum StoreError {
     NotFound(String),
     #[error("file server unreachable: {0}")]
     Unavailable(String),
-    #[error(
-        "file server host key mismatch: expected {expected}, the server offered {offered}"
-    )]
+    #[error("file server host key mismatch: expected {expected}, the server offered {offered}")]
     HostKeyMismatch { expected: String, offered: String },
     #[error("authentication to the file server failed: {0}")]
     Auth(String),
