@@ -176,12 +176,14 @@ impl Listing {
         self.dirs.get(dir).is_some_and(|f| f.contains(name))
     }
 
-    /// Every `dir/name`, final and temporary.
+    /// Every hour directory (as `dir/`), stray entry and `dir/name`, final and temporary.
     pub fn all_entries(&self) -> BTreeSet<String> {
         self.dirs
             .iter()
             .chain(self.temp.iter())
             .flat_map(|(d, names)| names.iter().map(move |n| format!("{d}/{n}")))
+            .chain(self.dirs.keys().map(|d| format!("{d}/")))
+            .chain(self.strays.iter().cloned())
             .collect()
     }
 }

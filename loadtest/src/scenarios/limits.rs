@@ -23,6 +23,27 @@ fn today() -> String {
     chrono::Utc::now().format("%Y%m%d").to_string()
 }
 
+/// The date directories of `chat` that exist now.
+async fn date_dirs(store: &dyn FileStore, chat: ChatType) -> anyhow::Result<BTreeSet<String>> {
+    Ok(store
+        .list_dir(&format!("files/{chat}"))
+        .await
+        .context("listing the file server")?
+        .into_iter()
+        .filter(|e| e.is_dir && e.name.len() == 8 && e.name.bytes().all(|b| b.is_ascii_digit()))
+        .map(|e| e.name)
+        .collect())
+}
+
+/// The dates an upload made now can land in: today and the two latest existing date
+/// directories (a node whose clock differs from this machine's writes under its own date).
+fn recent(existing: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = existing.iter().rev().take(2).cloned().collect();
+    out.insert(today());
+    out
+}
+
+/// Every entry of the hour directories of `dates`.
 async fn snapshot(
     store: &dyn FileStore,
     chat: ChatType,
@@ -48,7 +69,8 @@ pub async fn run(ctx: &Ctx, args: &LimitsArgs) -> anyhow::Result<Report> {
     let max = ctx.target.max_file_size();
     let chat = args.chat;
     let store = ctx.target.store()?;
-    let mut dates: BTreeSet<String> = BTreeSet::from([today()]);
+    let dates_before = date_dirs(store.as_ref(), chat).await?;
+    let mut dates = recent(&dates_before);
     let before = snapshot(store.as_ref(), chat, &dates).await?;
     let t0 = Instant::now();
     let (from, to) = (user_jid(1), user_jid(2));
@@ -67,12 +89,17 @@ pub async fn run(ctx: &Ctx, args: &LimitsArgs) -> anyhow::Result<Report> {
         })
         .await;
     let mut accepted_path = None;
+    let mut accepted_dir = None;
     let mut exact_stored_size = None;
     let exact_status = match &exact {
         Ok(up) => {
             ctx.recorder.ok(Direction::Upload, max, start.elapsed());
             if let Some(p) = UriPath::parse(&up.uri) {
                 accepted_path = Some(format!("{}/{}", p.dir(), p.resource));
+                accepted_dir = Some(format!("{}/", p.dir()));
+                if !dates_before.contains(&p.date) {
+                    dates.insert(p.date);
+                }
             }
             let ticket = ctx
                 .target
@@ -125,14 +152,21 @@ pub async fn run(ctx: &Ctx, args: &LimitsArgs) -> anyhow::Result<Report> {
         }
     }
 
+    // Look wherever the refused uploads could have gone, except dates that existed before but
+    // were not listed then (their old files would all look new).
+    let dates_after = date_dirs(store.as_ref(), chat).await?;
+    dates.extend(
+        recent(&dates_after)
+            .into_iter()
+            .filter(|d| !dates_before.contains(d)),
+    );
     // The refused uploads' temporary files are removed in the background: give them a moment.
-    dates.insert(today());
     let deadline = Instant::now() + Duration::from_secs(args.cleanup_wait);
     let leftovers = loop {
         let after = snapshot(store.as_ref(), chat, &dates).await?;
         let left: Vec<String> = after
             .difference(&before)
-            .filter(|e| Some(*e) != accepted_path.as_ref())
+            .filter(|e| Some(*e) != accepted_path.as_ref() && Some(*e) != accepted_dir.as_ref())
             .cloned()
             .collect();
         if left.is_empty() || Instant::now() >= deadline {
