@@ -1,0 +1,131 @@
+//! End-to-end tests of the embedded default: local directory store + SQLite, same rules as
+//! the production pairing (layout, atomic rename, rows, limits, rollover recovery).
+
+mod support;
+
+use support::node::{TestNode, aft_rows, files_under, local_sqlite_config, sha256_hex, test_bytes};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_round_trip_rows_and_layout() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let config = local_sqlite_config(data.path());
+    let mut node = TestNode::start(config.clone()).await;
+    let body = test_bytes(300_001, 21);
+    let up = node.upload_ok("画像 📷.png", body.clone()).await;
+    let stored = node
+        .store_root()
+        .join("files/im/20261203/17")
+        .join(&up.resource);
+    assert_eq!(
+        sha256_hex(&std::fs::read(&stored).expect("stored file")),
+        sha256_hex(&body)
+    );
+
+    let resp = node.download(&up.uri, "bob@example.com").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "image/png");
+    let cd = resp.headers()["content-disposition"]
+        .to_str()
+        .expect("ascii");
+    assert!(cd.starts_with("inline; "), "{cd}");
+    let got = resp.bytes().await.expect("body");
+    assert_eq!(sha256_hex(&got), up.sha256);
+
+    // HEAD: headers only, no Get row.
+    let resp = node
+        .client
+        .head(&up.uri)
+        .bearer_auth(node.download_ticket("bob@example.com"))
+        .send()
+        .await
+        .expect("HEAD");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-length"], "300001");
+    node.stop().await;
+
+    let rows = aft_rows(&config.database.url, Some(&up.resource)).await;
+    let methods: Vec<_> = rows.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(methods, ["Post", "Get"]);
+    assert_eq!(rows[0].real_filename, "画像 📷.png");
+    assert_eq!(rows[0].file_type, "png");
+    assert_eq!(rows[0].file_server, "fs1");
+    assert_eq!(rows[0].file_path, stored.display().to_string());
+    assert_eq!(rows[1].bytes_transferred, 300_001);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_rollover_resumes_after_restart() {
+    use futures_util::StreamExt;
+    let data = tempfile::tempdir().expect("temp dir");
+    let config = local_sqlite_config(data.path());
+    let count_in = |root: &std::path::Path, d: &str| {
+        std::fs::read_dir(root.join("files/groupchat/20261203").join(d))
+            .map(|r| r.count())
+            .unwrap_or(0)
+    };
+    for (round, n) in [(0, 1200), (1, 900)] {
+        let mut node = TestNode::start(config.clone()).await;
+        let statuses: Vec<u16> = futures_util::stream::iter(0..n)
+            .map(|i| {
+                let node = &node;
+                async move {
+                    let ticket = node
+                        .tickets
+                        .mint_upload(
+                            "a@x",
+                            "room@conference.x",
+                            mft::layout::ChatType::Groupchat,
+                            "f.txt",
+                            None,
+                            600,
+                        )
+                        .expect("ticket");
+                    node.client
+                        .post(format!("{}/files", node.base_url()))
+                        .bearer_auth(ticket)
+                        .body(format!("{round}-{i}"))
+                        .send()
+                        .await
+                        .expect("upload")
+                        .status()
+                        .as_u16()
+                }
+            })
+            .buffer_unordered(24)
+            .collect()
+            .await;
+        assert!(statuses.iter().all(|s| *s == 201), "round {round}");
+        node.stop().await;
+    }
+    let root = std::path::PathBuf::from(&config.file_server.directory);
+    assert_eq!(
+        (
+            count_in(&root, "17"),
+            count_in(&root, "17.1"),
+            count_in(&root, "17.2"),
+            count_in(&root, "17.3")
+        ),
+        (1000, 1000, 100, 0)
+    );
+    assert_eq!(aft_rows(&config.database.url, None).await.len(), 2100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_limit_and_disabled_mode() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut config = local_sqlite_config(data.path());
+    config.transfer.max_file_size = 4096;
+    let mut node = TestNode::start(config.clone()).await;
+    node.upload_ok("exact", test_bytes(4096, 1)).await;
+    assert_eq!(node.upload("over", test_bytes(4097, 2)).await.status(), 413);
+    node.stop().await;
+    assert_eq!(files_under(&node.store_root()).len(), 1);
+
+    config.transfer.mode = mft::config::TransferMode::Disabled;
+    let mut node = TestNode::start(config.clone()).await;
+    let resp = node.upload("x", b"x".to_vec()).await;
+    assert_eq!(resp.status(), 403);
+    node.stop().await;
+    assert_eq!(files_under(&node.store_root()).len(), 1);
+    assert_eq!(aft_rows(&config.database.url, None).await.len(), 1);
+}
