@@ -3,6 +3,8 @@
 //! so the hour directories are known in advance. Tests take turns: they measure latency and
 //! throughput, and two cores shared by four sets of servers would measure only the contention.
 
+// The shared helpers are linted where they live (the workspace root's tests).
+#[allow(clippy::all)]
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
