@@ -100,6 +100,8 @@ pub struct TransferConfig {
     pub mode: TransferMode,
     /// Largest accepted file in bytes; 0 means the maximum, 4 GiB.
     pub max_file_size: u64,
+    /// Seconds an upload may go without receiving a byte before it is abandoned.
+    pub idle_timeout_s: u64,
 }
 
 impl Default for TransferConfig {
@@ -107,6 +109,7 @@ impl Default for TransferConfig {
         TransferConfig {
             mode: TransferMode::Managed,
             max_file_size: 0,
+            idle_timeout_s: 60,
         }
     }
 }
@@ -302,6 +305,9 @@ impl Config {
                 "transfer.max_file_size",
                 format!("at most {MAX_FILE_SIZE_LIMIT} bytes (4 GiB); 0 means that maximum"),
             ));
+        }
+        if self.transfer.idle_timeout_s == 0 {
+            return Err(invalid("transfer.idle_timeout_s", "must be at least 1"));
         }
         if let Some(secret) = &self.auth.ticket_secret
             && secret.len() < 16

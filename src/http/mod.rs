@@ -31,6 +31,9 @@ use crate::store::FileStore;
 use crate::telemetry;
 use crate::ticket::TicketAuthority;
 
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Response body type: boxed, so handlers can stream or send a buffer.
 pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -64,7 +67,11 @@ pub fn empty_body() -> ResponseBody {
 /// Accepts connections until `stop` turns true, then waits for open connections to finish.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     loop {
         tokio::select! {
             accepted = listener.accept() => {

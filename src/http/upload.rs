@@ -167,8 +167,17 @@ async fn upload(
     let mut body = req.into_body();
     let mut hasher = Sha256::new();
     let mut total: u64 = 0;
+    let idle = std::time::Duration::from_secs(state.config.transfer.idle_timeout_s);
     loop {
-        let frame = match body.frame().await {
+        let Ok(next) = tokio::time::timeout(idle, body.frame()).await else {
+            sink.abort().await;
+            tracing::info!(received = total, "Upload body stalled; abandoned");
+            return Err((
+                ApiError::BadRequest("the upload body stalled".into()),
+                "client_stalled",
+            ));
+        };
+        let frame = match next {
             None => break,
             Some(Ok(frame)) => frame,
             Some(Err(e)) => {
