@@ -433,3 +433,169 @@ async fn concurrent_uploads_share_the_pool() {
         assert_eq!(sha(&got), want);
     }
 }
+
+/// A transfer leases a share of a connection, not the connection: with one pooled connection,
+/// an upload left open (a slow client) does not stop other uploads, downloads and listings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_transfer_does_not_hold_the_only_connection() {
+    let sshd = Sshd::start();
+    let mut cfg = sshd.file_server_config();
+    cfg.pool_size = 1;
+    cfg.request_timeout_s = 5;
+    let s = SftpStore::new(&cfg, &sshd.node_key_path()).expect("new");
+
+    let seed = data(2 * CHUNK, 2);
+    upload(&s, "m", "seed", &seed, CHUNK).await.expect("seed");
+    let slow_body = data(3 * CHUNK + 17, 1);
+    let mut slow = s.create_upload("m", "slow").await.expect("create slow");
+    slow.write(Bytes::copy_from_slice(&slow_body[..CHUNK + 5]))
+        .await
+        .expect("first part");
+    let stalled_read = {
+        let mut stream = s
+            .read_range("m/seed", 0, seed.len() as u64)
+            .await
+            .expect("open");
+        // One piece read, then the stream is left idle while others work.
+        let first = stream.next().await.expect("piece").expect("ok");
+        assert_eq!(&first[..], &seed[..first.len()]);
+        stream
+    };
+
+    let started = Instant::now();
+    for i in 0..3u64 {
+        let body = data(2 * CHUNK + i as usize, 10 + i);
+        upload(&s, "m", &format!("quick{i}"), &body, 7_000)
+            .await
+            .expect("upload beside a stalled one");
+        let back = read_all(&s, &format!("m/quick{i}"), 0, body.len() as u64).await;
+        assert_eq!(sha(&back), sha(&body));
+    }
+    assert!(s.list_dir("m").await.expect("list").len() >= 5);
+    // Well inside one request timeout: nothing waited for the stalled transfers.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        s.connections(),
+        (0, 1),
+        "one connection, busy with the stalled transfers"
+    );
+
+    drop(stalled_read);
+    slow.write(Bytes::copy_from_slice(&slow_body[CHUNK + 5..]))
+        .await
+        .expect("rest");
+    assert_eq!(slow.commit().await.expect("commit"), slow_body.len() as u64);
+    let got = std::fs::read(sshd.root_dir().join("m/slow")).expect("read slow");
+    assert_eq!(sha(&got), sha(&slow_body));
+}
+
+/// Concurrent transfers open connections up to `pool_size` (one each while there are free
+/// slots), then share them; every byte of every upload and download is verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_spread_over_connections_then_share_them() {
+    let sshd = Sshd::start();
+    let mut cfg = sshd.file_server_config();
+    cfg.pool_size = 3;
+    cfg.pipeline_depth = 4;
+    let s = std::sync::Arc::new(SftpStore::new(&cfg, &sshd.node_key_path()).expect("new"));
+
+    // Open sinks one after another: the first three land on three connections.
+    let mut sinks = Vec::new();
+    for i in 0..5 {
+        sinks.push(
+            s.create_upload("spread", &format!("f{i}"))
+                .await
+                .expect("create"),
+        );
+        let busy = (i + 1).min(3);
+        assert_eq!(s.connections(), (0, busy), "after {} open uploads", i + 1);
+    }
+    let bodies: Vec<Vec<u8>> = (0..5)
+        .map(|i| data(5 * CHUNK + 3 * i, 100 + i as u64))
+        .collect();
+    // Interleave the writes of all five so their pipelines share sessions.
+    let frame = 20_000;
+    let mut offset = 0;
+    while offset < bodies[4].len() {
+        for (sink, body) in sinks.iter_mut().zip(&bodies) {
+            if offset < body.len() {
+                let end = (offset + frame).min(body.len());
+                sink.write(Bytes::copy_from_slice(&body[offset..end]))
+                    .await
+                    .expect("write");
+            }
+        }
+        offset += frame;
+    }
+    for (sink, body) in sinks.into_iter().zip(&bodies) {
+        assert_eq!(sink.commit().await.expect("commit"), body.len() as u64);
+    }
+    assert_eq!(s.connections(), (3, 0), "all idle again, none closed");
+
+    // Twelve concurrent downloads and uploads over the three connections.
+    let mut tasks = Vec::new();
+    for i in 0..12usize {
+        let s = s.clone();
+        let want = sha(&bodies[i % 5]);
+        let len = bodies[i % 5].len() as u64;
+        let up = data(3 * CHUNK + i * 1000, 200 + i as u64);
+        tasks.push(tokio::spawn(async move {
+            let got = read_all(&s, &format!("spread/f{}", i % 5), 0, len).await;
+            assert_eq!(sha(&got), want, "download {i}");
+            upload(&s, "spread", &format!("g{i}"), &up, 33_333)
+                .await
+                .expect("upload");
+            sha(&up)
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let want = t.await.expect("join");
+        let got = std::fs::read(sshd.root_dir().join(format!("spread/g{i}"))).expect("read");
+        assert_eq!(sha(&got), want, "upload {i}");
+    }
+    let (idle, busy) = s.connections();
+    assert_eq!((idle + busy, busy), (3, 0));
+    assert!(leftovers(&sshd.root_dir().join("spread")).is_empty());
+}
+
+/// Transfers sharing a connection that dies fail cleanly; the next ones get a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_on_a_dead_shared_connection_fail_then_recover() {
+    let mut sshd = Sshd::start();
+    let mut cfg = sshd.file_server_config();
+    cfg.pool_size = 1;
+    let s = SftpStore::new(&cfg, &sshd.node_key_path()).expect("new");
+    let body = data(4 * CHUNK, 7);
+    upload(&s, "d", "src", &body, CHUNK).await.expect("seed");
+
+    let mut a = s.create_upload("d", "a").await.expect("a");
+    let mut b = s.create_upload("d", "b").await.expect("b");
+    a.write(Bytes::copy_from_slice(&body[..CHUNK]))
+        .await
+        .expect("a first");
+    sshd.restart();
+    let a_failed = match a.write(Bytes::copy_from_slice(&body[CHUNK..])).await {
+        Err(_) => true,
+        Ok(()) => a.commit().await.is_err(),
+    };
+    assert!(a_failed, "upload on the dead connection must not succeed");
+    let b_failed = match b.write(Bytes::copy_from_slice(&body)).await {
+        Err(_) => true,
+        Ok(()) => b.commit().await.is_err(),
+    };
+    assert!(b_failed);
+
+    // The next transfers reconnect (the broken connection was replaced).
+    upload(&s, "d", "c", &body, 10_000)
+        .await
+        .expect("after restart");
+    assert_eq!(
+        sha(&read_all(&s, "d/c", 0, body.len() as u64).await),
+        sha(&body)
+    );
+    assert!(!sshd.root_dir().join("d/a").exists() && !sshd.root_dir().join("d/b").exists());
+}

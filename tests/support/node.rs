@@ -1,5 +1,5 @@
 //! An in-process mft node for integration tests, wired to real backends: either OpenSSH `sshd`
-//! + PostgreSQL (the production pairing) or the local directory + SQLite (the embedded
+//! and PostgreSQL (the production pairing) or the local directory + SQLite (the embedded
 //! default). Offers ticket minting, an HTTP client, and `AFT_LOG` row queries.
 
 use std::path::{Path, PathBuf};

@@ -16,14 +16,16 @@ use russh_sftp::client::RawSftpSession;
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::StatusCode;
 
-use super::pool::{Checkout, classify};
+use super::pool::{Lease, classify};
 use crate::store::StoreError;
 
 /// One READ in flight: its offset, requested length, and the reply.
 type ReadFuture = BoxFuture<'static, (u64, u32, Result<Vec<u8>, SftpError>)>;
 
 pub(crate) struct SftpRead {
-    conn: Option<Checkout>,
+    /// The share of a pooled connection, given back when the stream ends (`None` for a
+    /// stream on a session of its own, as in the benches).
+    lease: Option<Lease>,
     sftp: Arc<RawSftpSession>,
     broken: Arc<AtomicBool>,
     handle: String,
@@ -42,18 +44,19 @@ pub(crate) struct SftpRead {
 
 impl SftpRead {
     pub(crate) fn new(
-        conn: Checkout,
+        lease: Option<Lease>,
+        sftp: Arc<RawSftpSession>,
         handle: String,
         path: String,
-        start: u64,
-        len: u64,
-        chunk: u32,
-        depth: usize,
+        (start, len): (u64, u64),
+        (chunk, depth): (u32, usize),
     ) -> SftpRead {
-        let sftp = conn.conn().sftp.clone();
-        let broken = conn.conn().broken_flag();
+        let broken = match &lease {
+            Some(l) => l.conn().broken_flag(),
+            None => Arc::new(AtomicBool::new(false)),
+        };
         SftpRead {
-            conn: Some(conn),
+            lease,
             sftp,
             broken,
             handle,
@@ -87,18 +90,19 @@ impl SftpRead {
         }
     }
 
-    /// Ends the stream: closes the remote handle in the background and returns the connection.
+    /// Ends the stream: closes the remote handle in the background and gives the lease back.
     fn finish(&mut self) {
         self.done = true;
         self.inflight = FuturesOrdered::new();
-        let Some(conn) = self.conn.take() else {
+        if self.handle.is_empty() {
             return;
-        };
+        }
+        let lease = self.lease.take();
         let sftp = self.sftp.clone();
         let handle = std::mem::take(&mut self.handle);
         let close = async move {
             let _ = sftp.close(handle).await;
-            drop(conn);
+            drop(lease);
         };
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(close);

@@ -4,13 +4,16 @@
 //! Layout:
 //! - [`keys`]: node key generation and loading, the pinned host key, `keyscan`.
 //! - `pool`: connecting (host key pinning, authentication, tuned transport) and the pool.
-//! - `upload`: the pipelined [`UploadSink`] (temp file, fsync, posix-rename).
+//! - [`pipeline`]: cutting body frames into chunks and keeping WRITEs in flight, apart from
+//!   the pool (public for the benches, which drive it over an in-process session).
+//! - `upload`: the [`UploadSink`] on a pooled connection (temp file, one fsync, posix-rename).
 //! - `download`: the pipelined READ stream.
 //! - `error`: SFTP status codes to [`StoreError`].
 
 mod download;
 mod error;
 pub mod keys;
+pub mod pipeline;
 mod pool;
 mod upload;
 
@@ -28,7 +31,7 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 pub use keys::{KeyType, keygen, keyscan};
 
 use self::error::{is_retryable, map_sftp};
-use self::pool::{Checkout, ConnectSettings, Pool, build_pool};
+use self::pool::{ConnectSettings, Lease, Pool, build_pool};
 use crate::config::FileServerConfig;
 use crate::store::{
     ByteStream, DirEntry, FileStore, SpaceInfo, StoreError, UploadSink, check_relative, temp_name,
@@ -37,8 +40,9 @@ use crate::store::{
 /// Directories remembered as existing; the cache is cleared beyond this many.
 const KNOWN_DIRS_MAX: usize = 10_000;
 
-/// The SFTP backend. Cheap to share behind an `Arc`; every operation checks a connection out
-/// of the pool for its duration (an upload or download holds one until it ends).
+/// The SFTP backend. Cheap to share behind an `Arc`. Every operation leases a share of a
+/// pooled connection; uploads and downloads hold their share until they end, and many of
+/// them multiplex one connection (see [`pool::Pool`]).
 pub struct SftpStore {
     host: String,
     /// Node directory on the server, absolute, without trailing slash (`/` stays `/`).
@@ -97,6 +101,12 @@ impl SftpStore {
         })
     }
 
+    /// Open connections to the file server without and with transfers on them:
+    /// `(idle, busy)`. A busy connection may carry any number of transfers.
+    pub fn connections(&self) -> (usize, usize) {
+        self.pool.counts()
+    }
+
     fn abs(&self, rel: &str) -> String {
         if self.directory == "/" {
             format!("/{rel}")
@@ -115,8 +125,8 @@ impl SftpStore {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let checkout = Checkout::get(&self.pool).await?;
-            let conn = checkout.conn();
+            let lease = Lease::get(&self.pool).await?;
+            let conn = lease.conn();
             let result = op(conn.sftp.clone()).await;
             match result {
                 Ok(v) => return Ok(v),
@@ -194,15 +204,15 @@ impl SftpStore {
         &self,
         rel_dir: &str,
         name: &str,
-    ) -> Result<(Checkout, String, String, String), StoreError> {
+    ) -> Result<(Lease, String, String, String), StoreError> {
         let dir = self.abs(rel_dir);
         let temp = format!("{dir}/{}", temp_name(name));
         let final_path = format!("{dir}/{name}");
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let checkout = Checkout::get(&self.pool).await?;
-            let conn = checkout.conn();
+            let lease = Lease::get(&self.pool).await?;
+            let conn = lease.conn();
             let sftp = conn.sftp.clone();
             let opened = async {
                 self.mkdir_p(&sftp, &dir).await?;
@@ -212,7 +222,7 @@ impl SftpStore {
             }
             .await;
             match opened {
-                Ok(h) => return Ok((checkout, h.handle, temp, final_path)),
+                Ok(h) => return Ok((lease, h.handle, temp, final_path)),
                 Err(e) => {
                     let (err, dead) = map_sftp(e, &temp);
                     if dead {
@@ -296,14 +306,13 @@ impl FileStore for SftpStore {
         if name.contains('/') {
             return Err(StoreError::InvalidPath(name.to_string()));
         }
-        let (checkout, handle, temp, final_path) = self.open_upload(rel_dir, name).await?;
-        let conn = checkout.conn();
+        let (lease, handle, temp, final_path) = self.open_upload(rel_dir, name).await?;
         let mut chunk = self.chunk_size;
-        if let Some(max) = conn.max_write {
+        if let Some(max) = lease.conn().max_write {
             chunk = chunk.min(max);
         }
         Ok(Box::new(upload::SftpUpload::new(
-            checkout,
+            lease,
             handle,
             temp,
             final_path,
@@ -334,20 +343,20 @@ impl FileStore for SftpStore {
         check_relative(rel)?;
         let path = self.abs(rel);
         let mut attempt = 0;
-        let (checkout, handle) = loop {
+        let (lease, handle) = loop {
             attempt += 1;
-            let checkout = Checkout::get(&self.pool).await?;
-            let opened = checkout
+            let lease = Lease::get(&self.pool).await?;
+            let opened = lease
                 .conn()
                 .sftp
                 .open(path.clone(), OpenFlags::READ, FileAttributes::empty())
                 .await;
             match opened {
-                Ok(h) => break (checkout, h.handle),
+                Ok(h) => break (lease, h.handle),
                 Err(e) => {
                     let (err, dead) = map_sftp(e, &path);
                     if dead {
-                        checkout.conn().mark_broken();
+                        lease.conn().mark_broken();
                     }
                     if attempt == 1 && is_retryable(&err, dead) {
                         continue;
@@ -357,18 +366,18 @@ impl FileStore for SftpStore {
             }
         };
         let mut chunk = self.chunk_size;
-        if let Some(max) = checkout.conn().max_read {
+        if let Some(max) = lease.conn().max_read {
             chunk = chunk.min(max);
         }
         let chunk = u32::try_from(chunk).unwrap_or(u32::MAX);
+        let sftp = lease.conn().sftp.clone();
         Ok(Box::pin(download::SftpRead::new(
-            checkout,
+            Some(lease),
+            sftp,
             handle,
             path,
-            start,
-            len,
-            chunk,
-            self.pipeline_depth,
+            (start, len),
+            (chunk, self.pipeline_depth),
         )))
     }
 

@@ -1,13 +1,12 @@
-//! SSH connections to the file server and their pool: connecting (pinned host key, node key
-//! authentication, tuned transport), one SFTP session per connection, liveness checks on
-//! recycle, and checkouts that keep the pool gauges and wait histogram current.
+//! SSH connections to the file server and the pool that shares them: connecting (pinned host
+//! key, node key authentication, tuned transport), one SFTP session per connection, leases
+//! that spread transfers over the connections, replacement of dead connections, and the
+//! pool gauges and wait histogram.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use deadpool::Runtime;
-use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, Timeouts};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::{Preferred, cipher};
 use russh_sftp::client::RawSftpSession;
@@ -190,85 +189,191 @@ async fn connect_inner(s: &ConnectSettings) -> Result<SftpConn, StoreError> {
     })
 }
 
-/// deadpool manager: creates connections and checks them before reuse.
-pub(crate) struct ConnManager {
-    pub settings: Arc<ConnectSettings>,
+/// The connections to the file server, shared by every transfer.
+///
+/// A transfer does not own a connection: `RawSftpSession` takes `&self`, so any number of
+/// transfers multiplex one SFTP session, each with its own handle and its own bounded
+/// pipeline. [`Lease::get`] picks the least-loaded healthy connection, preferring an idle
+/// open one, then an unopened slot (connecting it), then the least busy open one; so
+/// concurrent transfers spread over up to `pool_size` connections (each connection's crypto
+/// runs on one task, so this is how a transfer load uses every core), and a slow client only
+/// slows its own transfer. A connection seen dead is replaced in its slot on the next lease;
+/// transfers still holding it finish or fail on their own.
+#[derive(Clone)]
+pub(crate) struct Pool {
+    inner: Arc<PoolInner>,
 }
 
-impl managed::Manager for ConnManager {
-    type Type = SftpConn;
-    type Error = StoreError;
-
-    async fn create(&self) -> Result<SftpConn, StoreError> {
-        connect(&self.settings).await
-    }
-
-    async fn recycle(&self, conn: &mut SftpConn, metrics: &Metrics) -> RecycleResult<StoreError> {
-        if !conn.is_alive() {
-            return Err(RecycleError::message("connection closed"));
-        }
-        if metrics.last_used() >= PROBE_IDLE_AFTER {
-            let probe = conn.sftp.stat(self.settings.directory.clone());
-            match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-                Ok(Ok(_)) => {}
-                // The session answers; the directory itself is check()'s business.
-                Ok(Err(russh_sftp::client::error::Error::Status(_))) => {}
-                _ => {
-                    conn.mark_broken();
-                    return Err(RecycleError::message("connection does not answer"));
-                }
-            }
-        }
-        Ok(())
-    }
+struct PoolInner {
+    settings: Arc<ConnectSettings>,
+    /// Connection and load of every slot. A std mutex: held only to pick and count, never
+    /// across an await.
+    slots: Mutex<Vec<SlotState>>,
+    /// One per slot, held while that slot connects, so a slot opens one connection at a time
+    /// and later leases of the slot wait for it instead of opening their own.
+    connecting: Vec<tokio::sync::Mutex<()>>,
 }
 
-pub(crate) type Pool = managed::Pool<ConnManager>;
+struct SlotState {
+    conn: Option<Arc<SftpConn>>,
+    /// Leases on this slot (transfers and short operations).
+    load: usize,
+    /// When the last lease of this slot ended (or its connection opened).
+    last_used: Instant,
+}
+
+impl SlotState {
+    fn usable(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.is_alive())
+    }
+}
 
 pub(crate) fn build_pool(settings: Arc<ConnectSettings>, size: usize) -> Result<Pool, StoreError> {
-    let timeouts = Timeouts {
-        wait: Some(settings.request_timeout),
-        create: Some(settings.connect_timeout + Duration::from_secs(1)),
-        recycle: Some(PROBE_TIMEOUT + Duration::from_secs(1)),
-    };
-    managed::Pool::builder(ConnManager { settings })
-        .max_size(size)
-        .timeouts(timeouts)
-        .runtime(Runtime::Tokio1)
-        .build()
-        .map_err(|e| StoreError::Io(format!("building the SFTP pool: {e}")))
+    let size = size.max(1);
+    let now = Instant::now();
+    let slots = (0..size)
+        .map(|_| SlotState {
+            conn: None,
+            load: 0,
+            last_used: now,
+        })
+        .collect();
+    Ok(Pool {
+        inner: Arc::new(PoolInner {
+            settings,
+            slots: Mutex::new(slots),
+            connecting: (0..size).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }),
+    })
 }
 
-/// A connection checked out of the pool; returning it (drop) updates the gauges.
-pub(crate) struct Checkout {
-    obj: Option<Object<ConnManager>>,
+impl Pool {
+    fn slots(&self) -> std::sync::MutexGuard<'_, Vec<SlotState>> {
+        // A panic while holding this lock cannot leave the counts half-updated.
+        self.inner
+            .slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reserves the best slot: an idle open connection, else an unopened (or dead) slot,
+    /// else the open connection with the fewest leases. Returns the slot and whether its
+    /// connection had been idle long enough to deserve a probe.
+    fn reserve(&self) -> (usize, bool) {
+        let mut slots = self.slots();
+        let best = slots
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, s)| (s.load, !s.usable(), *i))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        let slot = &mut slots[best];
+        let probe = slot.load == 0 && slot.usable() && slot.last_used.elapsed() >= PROBE_IDLE_AFTER;
+        slot.load += 1;
+        drop(slots);
+        update_gauges(self);
+        (best, probe)
+    }
+
+    fn release(&self, slot: usize) {
+        let mut slots = self.slots();
+        if let Some(s) = slots.get_mut(slot) {
+            s.load = s.load.saturating_sub(1);
+            s.last_used = Instant::now();
+            if s.load == 0 && s.conn.as_ref().is_some_and(|c| !c.is_alive()) {
+                // Hang up now rather than at the next lease.
+                s.conn = None;
+            }
+        }
+        drop(slots);
+        update_gauges(self);
+    }
+
+    /// The slot's connection if it is open and healthy.
+    fn current(&self, slot: usize) -> Option<Arc<SftpConn>> {
+        self.slots()
+            .get(slot)
+            .and_then(|s| s.conn.clone())
+            .filter(|c| c.is_alive())
+    }
+
+    /// Connects the slot unless another lease already did. The caller holds a reservation.
+    async fn open(&self, slot: usize) -> Result<Arc<SftpConn>, StoreError> {
+        let _connecting = self.inner.connecting[slot].lock().await;
+        if let Some(conn) = self.current(slot) {
+            return Ok(conn);
+        }
+        let conn = Arc::new(connect(&self.inner.settings).await?);
+        let mut slots = self.slots();
+        slots[slot].conn = Some(conn.clone());
+        slots[slot].last_used = Instant::now();
+        drop(slots);
+        update_gauges(self);
+        Ok(conn)
+    }
+
+    /// A round trip on a connection that sat idle: keepalives may not have noticed a peer
+    /// that vanished without a reset.
+    async fn probe(&self, conn: &SftpConn) -> bool {
+        let probe = conn.sftp.stat(self.inner.settings.directory.clone());
+        match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(Ok(_)) => true,
+            // The session answers; the directory itself is check()'s business.
+            Ok(Err(russh_sftp::client::error::Error::Status(_))) => true,
+            _ => {
+                conn.mark_broken();
+                false
+            }
+        }
+    }
+
+    /// Open connections with and without leases: `(idle, busy)`.
+    pub fn counts(&self) -> (usize, usize) {
+        let slots = self.slots();
+        let open = slots.iter().filter(|s| s.usable());
+        open.fold((0, 0), |(idle, busy), s| {
+            if s.load == 0 {
+                (idle + 1, busy)
+            } else {
+                (idle, busy + 1)
+            }
+        })
+    }
+}
+
+/// A share of one pooled connection, held for an operation or a whole transfer. Dropping it
+/// gives the share back (the connection stays open for others).
+pub(crate) struct Lease {
     pool: Pool,
+    slot: usize,
+    conn: Arc<SftpConn>,
 }
 
-impl Checkout {
-    pub async fn get(pool: &Pool) -> Result<Checkout, StoreError> {
+impl Lease {
+    /// Leases the least-loaded healthy connection, connecting its slot when needed.
+    pub async fn get(pool: &Pool) -> Result<Lease, StoreError> {
         let started = Instant::now();
-        let got = pool.get().await;
+        let got = Lease::get_inner(pool).await;
         metrics::histogram!(telemetry::SFTP_POOL_WAIT).record(started.elapsed().as_secs_f64());
-        let obj = got.map_err(|e| match e {
-            PoolError::Backend(e) => e,
-            PoolError::Timeout(deadpool::managed::TimeoutType::Wait) => {
-                StoreError::Unavailable(format!(
-                    "all {} file server connections stayed busy",
-                    pool.status().max_size
-                ))
-            }
-            PoolError::Timeout(_) => {
-                StoreError::Unavailable("connecting to the file server timed out".into())
-            }
-            other => StoreError::Unavailable(format!("file server pool: {other}")),
-        })?;
-        let checkout = Checkout {
-            obj: Some(obj),
-            pool: pool.clone(),
+        got
+    }
+
+    async fn get_inner(pool: &Pool) -> Result<Lease, StoreError> {
+        let (slot, probe) = pool.reserve();
+        // From here the reservation is returned by the guard's drop, whatever happens.
+        let mut reservation = Reservation { pool, slot };
+        let mut conn = match pool.current(slot) {
+            Some(c) => c,
+            None => pool.open(slot).await?,
         };
-        update_gauges(pool);
-        Ok(checkout)
+        if probe && !pool.probe(&conn).await {
+            tracing::debug!(
+                slot,
+                "Idle file server connection did not answer; reconnecting"
+            );
+            conn = pool.open(slot).await?;
+        }
+        Ok(reservation.grant(conn))
     }
 
     pub fn pool(&self) -> &Pool {
@@ -276,32 +381,45 @@ impl Checkout {
     }
 
     pub fn conn(&self) -> &SftpConn {
-        // Present from construction until drop.
-        match &self.obj {
-            Some(o) => o,
-            None => unreachable!("checkout used after drop"),
-        }
+        &self.conn
     }
 }
 
-impl Drop for Checkout {
+impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(obj) = self.obj.take() {
-            if !obj.is_alive() {
-                // Do not wait for recycle to find out.
-                let _ = Object::take(obj);
-            } else {
-                drop(obj);
-            }
+        self.pool.release(self.slot);
+    }
+}
+
+/// A slot reserved while its connection is being found or opened.
+struct Reservation<'a> {
+    pool: &'a Pool,
+    slot: usize,
+}
+
+impl Reservation<'_> {
+    fn grant(&mut self, conn: Arc<SftpConn>) -> Lease {
+        let lease = Lease {
+            pool: self.pool.clone(),
+            slot: self.slot,
+            conn,
+        };
+        // The lease now owns the reservation.
+        self.slot = usize::MAX;
+        lease
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.slot != usize::MAX {
+            self.pool.release(self.slot);
         }
-        update_gauges(&self.pool);
     }
 }
 
 pub(crate) fn update_gauges(pool: &Pool) {
-    let status = pool.status();
-    let idle = status.available;
-    let busy = status.size.saturating_sub(status.available);
+    let (idle, busy) = pool.counts();
     metrics::gauge!(telemetry::SFTP_POOL_SESSIONS, "state" => "idle").set(idle as f64);
     metrics::gauge!(telemetry::SFTP_POOL_SESSIONS, "state" => "busy").set(busy as f64);
 }
