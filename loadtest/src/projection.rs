@@ -53,6 +53,45 @@ impl Profile {
     }
 }
 
+/// How the node coped with the offered load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every arrival uploaded, no errors, p99 within target: capacity is at least the held rate.
+    KeptUp,
+    /// Every arrival uploaded without errors, but p99 over target: queues are building, the node
+    /// is close to saturation.
+    LatencyOverTarget,
+    /// Errors or arrivals not uploaded: the node saturated; the held rate is about its ceiling.
+    FellBehind,
+}
+
+impl Verdict {
+    pub fn judge(errors: u64, uploaded: u64, planned: u64, p99_ms: f64, target_ms: f64) -> Self {
+        if errors > 0 || uploaded < planned {
+            Verdict::FellBehind
+        } else if p99_ms > target_ms {
+            Verdict::LatencyOverTarget
+        } else {
+            Verdict::KeptUp
+        }
+    }
+
+    pub fn explain(self) -> &'static str {
+        match self {
+            Verdict::KeptUp => {
+                "kept up: capacity is at least this; raise --speedup to find the ceiling"
+            }
+            Verdict::LatencyOverTarget => {
+                "held the rate but p99 is over target: close to saturation; lower --speedup for the rate within target"
+            }
+            Verdict::FellBehind => {
+                "fell behind: saturated, this is about the node's ceiling for this mix"
+            }
+        }
+    }
+}
+
 /// The profile set against what the node held in a run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Projection {
@@ -70,9 +109,8 @@ pub struct Projection {
     pub gb_per_day_at_held_rate: f64,
     /// File server space for `retention_days` at the held rate, in GB.
     pub retention_gb_at_held_rate: f64,
-    /// Whether the node kept up with the offered load (no errors, at least 95 % of the offered
-    /// rate, p99 within target). If it did, the held rate is a lower bound on capacity; if not,
-    /// the node saturated and the held rate is roughly its ceiling for this mix.
+    pub verdict: Verdict,
+    /// `verdict == KeptUp`: the held rate is a lower bound on capacity.
     pub kept_up: bool,
 }
 
@@ -81,7 +119,7 @@ impl Projection {
         profile: Profile,
         offered_uploads_per_s: f64,
         held_uploads_per_s: f64,
-        kept_up: bool,
+        verdict: Verdict,
     ) -> Self {
         let profile_load = profile.load();
         let headroom = if profile_load.uploads_per_s > 0.0 {
@@ -107,7 +145,8 @@ impl Projection {
             files_per_day_at_held_rate,
             gb_per_day_at_held_rate,
             retention_gb_at_held_rate: gb_per_day_at_held_rate * profile.retention_days,
-            kept_up,
+            verdict,
+            kept_up: verdict == Verdict::KeptUp,
         }
     }
 }
@@ -149,13 +188,24 @@ mod tests {
 
     #[test]
     fn headroom_and_capacity_at_the_held_rate() {
-        let p = Projection::new(reference(), 666.0, 200.0, false);
+        let p = Projection::new(reference(), 666.0, 200.0, Verdict::FellBehind);
         // 200 / 6.666… = 30 times the profile.
         assert!(close(p.headroom, 30.0), "{}", p.headroom);
         assert!(close(p.users_at_held_rate, 360_000.0));
         assert!(close(p.files_per_day_at_held_rate, 5_760_000.0));
         assert!(close(p.gb_per_day_at_held_rate, 576.0));
         assert!(close(p.retention_gb_at_held_rate, 17_280.0));
+    }
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(Verdict::judge(0, 10, 10, 50.0, 100.0), Verdict::KeptUp);
+        assert_eq!(
+            Verdict::judge(0, 10, 10, 150.0, 100.0),
+            Verdict::LatencyOverTarget
+        );
+        assert_eq!(Verdict::judge(1, 10, 10, 50.0, 100.0), Verdict::FellBehind);
+        assert_eq!(Verdict::judge(0, 9, 10, 50.0, 100.0), Verdict::FellBehind);
     }
 
     #[test]
@@ -171,7 +221,7 @@ mod tests {
     fn empty_profile_has_no_headroom_instead_of_dividing_by_zero() {
         let mut prof = reference();
         prof.users = 0;
-        let p = Projection::new(prof, 0.0, 10.0, true);
+        let p = Projection::new(prof, 0.0, 10.0, Verdict::KeptUp);
         assert_eq!(p.headroom, 0.0);
     }
 }

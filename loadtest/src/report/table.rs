@@ -109,11 +109,7 @@ pub fn render(r: &Report) -> String {
             p.offered_uploads_per_s,
             p.held_uploads_per_s,
             p.headroom,
-            if p.kept_up {
-                "kept up: capacity is at least this; raise --speedup to find the ceiling"
-            } else {
-                "saturated: this is about the node's ceiling for this mix"
-            }
+            p.verdict.explain()
         );
         let _ = writeln!(
             out,

@@ -21,7 +21,7 @@ use crate::cli::{CapacityArgs, SizeDistArg};
 use crate::client::Framing;
 use crate::dist::{PoissonArrivals, SizeDist};
 use crate::progress::Progress;
-use crate::projection::{Profile, Projection};
+use crate::projection::{Profile, Projection, Verdict};
 use crate::report::{Check, Report};
 use crate::stats::Direction;
 
@@ -143,8 +143,14 @@ pub async fn run(ctx: &Ctx, args: &CapacityArgs) -> anyhow::Result<Report> {
     let held_over = totals.last_upload_s.max(window.as_secs_f64());
     let held = totals.uploads_ok as f64 / held_over;
     let p99 = totals.upload_latency_ms.p99;
-    let kept_up = totals.errors == 0 && totals.uploads_ok == planned && p99 <= args.p99_target_ms;
-    let projection = Projection::new(profile, offered, held, kept_up);
+    let verdict = Verdict::judge(
+        totals.errors,
+        totals.uploads_ok,
+        planned,
+        p99,
+        args.p99_target_ms,
+    );
+    let projection = Projection::new(profile, offered, held, verdict);
 
     let settings = serde_json::json!({
         "users": args.users,

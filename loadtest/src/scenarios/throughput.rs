@@ -158,6 +158,9 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> anyhow::Result<Report> {
             result.download_mb_s, args.floor_mb_s
         ),
     ));
+    // Each direction over its own phase: the whole-run figure would halve both.
+    report.upload_mb_s = result.upload_mb_s;
+    report.download_mb_s = result.download_mb_s;
     report.throughput = Some(result);
     Ok(report)
 }
