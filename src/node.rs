@@ -177,7 +177,7 @@ pub async fn start(config: Config, opts: NodeOptions) -> Result<RunningNode, Nod
         tracing::error!(error = %e, "File server check failed at start-up");
     }
     let aftlog = AftLog::open(&config.database, &config.node.id, &config.node.data_dir).await?;
-    let alarm_board = Alarms::new(&config.alarms);
+    let alarm_board = Alarms::new(&config.node.id, &config.alarms);
     let checks = tokio::spawn(alarms::run_checks(
         alarm_board.clone(),
         config.alarms.clone(),

@@ -134,10 +134,145 @@ pub fn install_recorder() -> PrometheusHandle {
                     }
                 })
                 .expect("spawning the metrics upkeep thread");
+            describe_all();
+            register_at_zero();
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
         .clone()
+}
+
+/// `# HELP` lines for the exposition: what each metric counts, in which unit.
+fn describe_all() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        FILES_UPLOADED,
+        Unit::Count,
+        "Files stored and logged in AFT_LOG (answered 201)"
+    );
+    describe_counter!(
+        FILES_DOWNLOADED,
+        Unit::Count,
+        "Downloads served to the last byte"
+    );
+    describe_counter!(
+        BYTES_UPLOADED,
+        Unit::Bytes,
+        "Bytes of files stored and logged (answered 201)"
+    );
+    describe_counter!(
+        BYTES_DOWNLOADED,
+        Unit::Bytes,
+        "Bytes sent to downloaders, interrupted downloads included"
+    );
+    describe_counter!(
+        TRANSFER_ERRORS,
+        Unit::Count,
+        "Refused or failed transfers, by direction and reason"
+    );
+    describe_histogram!(
+        TRANSFER_DURATION,
+        Unit::Seconds,
+        "Duration of completed transfers, by direction"
+    );
+    describe_histogram!(
+        TRANSFER_SIZE,
+        Unit::Bytes,
+        "Size of completed transfers, by direction"
+    );
+    describe_gauge!(
+        TRANSFERS_IN_FLIGHT,
+        Unit::Count,
+        "Transfers in progress, by direction"
+    );
+    describe_gauge!(
+        SFTP_POOL_SESSIONS,
+        Unit::Count,
+        "Pooled SFTP sessions to the file server, by state (idle, busy)"
+    );
+    describe_histogram!(
+        SFTP_POOL_WAIT,
+        Unit::Seconds,
+        "Time waited for a pooled SFTP session (connecting included)"
+    );
+    describe_counter!(
+        SFTP_CONNECTIONS_OPENED,
+        Unit::Count,
+        "SSH connections opened to the file server"
+    );
+    describe_histogram!(
+        AFTLOG_BATCH_ROWS,
+        Unit::Count,
+        "Rows per committed AFT_LOG batch"
+    );
+    describe_histogram!(
+        AFTLOG_FLUSH_DURATION,
+        Unit::Seconds,
+        "Duration of committed AFT_LOG batch writes"
+    );
+    describe_gauge!(
+        AFTLOG_PENDING_ROWS,
+        Unit::Count,
+        "AFT_LOG rows accepted but not yet committed"
+    );
+    describe_counter!(
+        AFTLOG_ROWS_WRITTEN,
+        Unit::Count,
+        "AFT_LOG rows committed, by method (Post, Get)"
+    );
+    describe_counter!(
+        AFTLOG_FLUSH_ERRORS,
+        Unit::Count,
+        "Failed AFT_LOG batch attempts (retried)"
+    );
+    describe_gauge!(
+        FS_FREE_BYTES,
+        Unit::Bytes,
+        "Free space available to the node on the file server"
+    );
+    describe_gauge!(
+        FS_TOTAL_BYTES,
+        Unit::Bytes,
+        "Size of the file server's file system"
+    );
+    describe_gauge!(
+        FS_FREE_LOWER_THRESHOLD,
+        Unit::Percent,
+        "Free space at or below which XcpMFTExtFsFreeSpaceWarn is raised"
+    );
+    describe_gauge!(
+        FS_FREE_UPPER_THRESHOLD,
+        Unit::Percent,
+        "Free space at or above which XcpMFTExtFsFreeSpaceWarn is cleared"
+    );
+    describe_gauge!(ALARM_ACTIVE, "1 while the alarm is raised, else 0");
+    describe_gauge!(BUILD_INFO, "Always 1; the label carries the node version");
+    describe_counter!(
+        HTTP_RESPONSES,
+        Unit::Count,
+        "HTTP responses, by route and status class"
+    );
+}
+
+/// Exports the unlabelled counters and the gauges every node has at 0 from start-up, so the
+/// first transfer shows in `increase()` and panels show 0 rather than "no data".
+fn register_at_zero() {
+    for counter in [
+        FILES_UPLOADED,
+        FILES_DOWNLOADED,
+        BYTES_UPLOADED,
+        BYTES_DOWNLOADED,
+        AFTLOG_FLUSH_ERRORS,
+    ] {
+        metrics::counter!(counter).increment(0);
+    }
+    for method in ["Post", "Get"] {
+        metrics::counter!(AFTLOG_ROWS_WRITTEN, "method" => method).increment(0);
+    }
+    for direction in ["upload", "download"] {
+        metrics::gauge!(TRANSFERS_IN_FLIGHT, "direction" => direction).increment(0.0);
+    }
+    metrics::gauge!(AFTLOG_PENDING_ROWS).increment(0.0);
 }
 
 /// Sets up `tracing` output: human-readable by default, JSON with `MFT_LOG_FORMAT=json`;
