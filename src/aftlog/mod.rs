@@ -189,14 +189,15 @@ impl AftLog {
         let (slot, mut rx) = watch::channel(SlotState::Pending);
         let slot = Arc::new(slot);
         let weak = Arc::downgrade(&slot);
-        self.inner
-            .tx
-            .send(Job {
-                rec,
-                slot: Some(slot),
-            })
-            .map_err(|_| AftLogError::Closed)?;
         metrics::gauge!(telemetry::AFTLOG_PENDING_ROWS).increment(1.0);
+        let job = Job {
+            rec,
+            slot: Some(slot),
+        };
+        if self.inner.tx.send(job).is_err() {
+            metrics::gauge!(telemetry::AFTLOG_PENDING_ROWS).decrement(1.0);
+            return Err(AftLogError::Closed);
+        }
 
         let deadline = Instant::now() + self.inner.commit_timeout;
         loop {
@@ -238,10 +239,12 @@ impl AftLog {
     /// Logs `rec` without waiting. The row is retried until written; rows still unwritten at
     /// shutdown are spooled and written by the next start.
     pub fn record_in_background(&self, rec: AftRecord) {
+        let (aft_index, method) = (rec.aft_index, rec.method);
         let rec = match rec.normalized() {
             Ok(rec) => rec,
             Err(e) => {
-                tracing::error!(row = ?rec_summary(&e), error = %e, "AFT_LOG row refused");
+                tracing::error!(aft_index, method = method.as_str(), error = %e,
+                    "AFT_LOG row refused");
                 return;
             }
         };
@@ -249,12 +252,11 @@ impl AftLog {
             self.inner.shared.spool(std::slice::from_ref(&rec));
             return;
         }
-        match self.inner.tx.send(Job { rec, slot: None }) {
-            Ok(()) => metrics::gauge!(telemetry::AFTLOG_PENDING_ROWS).increment(1.0),
+        metrics::gauge!(telemetry::AFTLOG_PENDING_ROWS).increment(1.0);
+        if let Err(mpsc::error::SendError(job)) = self.inner.tx.send(Job { rec, slot: None }) {
             // The writer has stopped: keep the row for the next start.
-            Err(mpsc::error::SendError(job)) => {
-                self.inner.shared.spool(std::slice::from_ref(&job.rec))
-            }
+            metrics::gauge!(telemetry::AFTLOG_PENDING_ROWS).decrement(1.0);
+            self.inner.shared.spool(std::slice::from_ref(&job.rec));
         }
     }
 
@@ -331,10 +333,6 @@ fn final_state(rx: &watch::Receiver<SlotState>) -> Result<(), AftLogError> {
         SlotState::Cancelled => Err(AftLogError::Timeout),
         _ => Err(AftLogError::Closed),
     }
-}
-
-fn rec_summary(e: &AftLogError) -> &'static str {
-    e.reason()
 }
 
 /// Writes the spooled rows of the previous run, then removes the spool.

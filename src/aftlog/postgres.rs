@@ -4,7 +4,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use super::backend::{DbError, ErrorClass, PoolSettings};
 use super::record::AftRecord;
@@ -19,6 +20,9 @@ const INSERT: &str = "INSERT INTO AFT_LOG (aft_index, jid, to_jid, method, filen
      $13::timestamp[]) \
      ON CONFLICT (aft_index) DO NOTHING RETURNING aft_index";
 
+/// How long `open` waits for its first connection.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Extra time the client allows beyond the server-side statement timeout before it gives up.
 const CLIENT_GRACE: Duration = Duration::from_secs(2);
 
@@ -30,13 +34,26 @@ pub(crate) async fn connect(url: &str, settings: PoolSettings) -> Result<PgPool,
             "statement_timeout",
             format!("{}", settings.statement_timeout.as_millis()),
         )]);
-    let pool = PgPoolOptions::new()
+    // Fail `open` now, with the real reason (not a pool timeout), if the database cannot be
+    // reached; a loaded machine gets longer than the pool's short acquire timeout.
+    let wait = settings.acquire_timeout.max(OPEN_TIMEOUT);
+    match tokio::time::timeout(wait, PgConnection::connect_with(&options)).await {
+        Ok(Ok(conn)) => {
+            // Best effort: the server side ends either way.
+            let _ = conn.close().await;
+        }
+        Ok(Err(e)) => return Err(classify(&e, true)),
+        Err(_) => {
+            return Err(DbError::new(
+                ErrorClass::Unreachable,
+                format!("no connection to PostgreSQL within {wait:?}"),
+            ));
+        }
+    }
+    Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections.max(1))
         .acquire_timeout(settings.acquire_timeout)
-        .connect_lazy_with(options);
-    // Fail `open` now, with a classified error, if the database cannot be reached.
-    drop(pool.acquire().await.map_err(|e| classify(&e, true))?);
-    Ok(pool)
+        .connect_lazy_with(options))
 }
 
 pub(crate) async fn migrate(pool: &PgPool) -> Result<(), DbError> {
