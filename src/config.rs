@@ -432,6 +432,14 @@ impl Config {
                 ),
             ));
         }
+        if let Some(url) = &al.webhook_url
+            && !(url.starts_with("http://") && url.len() > "http://".len())
+        {
+            return Err(invalid(
+                "alarms.webhook_url",
+                "must be an http:// URL (an internal receiver; TLS is not supported)",
+            ));
+        }
         if al.check_interval_s == 0 {
             return Err(invalid("alarms.check_interval_s", "must be at least 1"));
         }

@@ -151,7 +151,18 @@ async fn upload(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Failure> {
     let started = Instant::now();
-    let (claims, chat, expected) = admit(state, &req)?;
+    let (claims, chat, expected) = match admit(state, &req) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            // Refused from the headers alone. A small body is read and dropped first so the
+            // client, still sending, sees the answer; a large one is not worth reading.
+            let declared = content_length(req.headers()).ok().flatten();
+            if declared.is_none_or(|d| d <= DRAIN_MAX_BYTES) {
+                drain(&mut req.into_body()).await;
+            }
+            return Err(refusal);
+        }
+    };
     let limit = state.config.transfer.effective_max_file_size();
     let path = state
         .allocator
@@ -195,12 +206,14 @@ async fn upload(
         total += data.len() as u64;
         if total > limit {
             sink.abort().await;
+            drain(&mut body).await;
             return Err((ApiError::TooLarge { limit }, "too_large"));
         }
         if let Some(exp) = expected
             && total > exp
         {
             sink.abort().await;
+            drain(&mut body).await;
             return Err((
                 ApiError::BadRequest(format!("the body is longer than the {exp} bytes announced")),
                 "size_mismatch",
@@ -266,6 +279,29 @@ async fn upload(
         resp.headers_mut().insert(http::header::LOCATION, v);
     }
     Ok(resp)
+}
+
+/// Most bytes read and thrown away after refusing a body, so the client reads the answer.
+const DRAIN_MAX_BYTES: u64 = 8 * 1024 * 1024;
+/// Longest spent throwing a refused body away.
+const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and discards the rest of a refused body (bounded in bytes and time). Answering while
+/// the client is still sending makes the connection close under it, and many clients then
+/// report a broken pipe instead of the status; after a short drain they see the 413 or 400.
+async fn drain(body: &mut Incoming) {
+    let mut drained = 0u64;
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, async {
+        while drained <= DRAIN_MAX_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    drained += frame.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 /// Commits the file, then its row; undoes the file when the row cannot be written.
