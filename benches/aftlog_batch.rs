@@ -43,6 +43,7 @@ fn batch_sizes(c: &mut Criterion) {
             batch_max_delay_ms: 5,
             max_connections: 4,
             commit_timeout_s: 120,
+            node_index: None,
         };
         let log = rt
             .block_on(AftLog::open(&cfg, "bench", dir.path()))

@@ -148,6 +148,9 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// How long an upload waits for its row before it is refused with 503.
     pub commit_timeout_s: u64,
+    /// 0 to 1023, distinct for every node sharing this database: part of each `aft_index`.
+    /// When absent, derived from a hash of `node.id` (two ids may then collide, 1 in 1024).
+    pub node_index: Option<u16>,
 }
 
 impl Default for DatabaseConfig {
@@ -158,6 +161,7 @@ impl Default for DatabaseConfig {
             batch_max_delay_ms: 5,
             max_connections: 4,
             commit_timeout_s: 10,
+            node_index: None,
         }
     }
 }
@@ -335,6 +339,9 @@ impl Config {
                 "database.batch_max_delay_ms",
                 "must be at most 10000",
             ));
+        }
+        if db.node_index.is_some_and(|i| i > 1023) {
+            return Err(invalid("database.node_index", "must be 0 to 1023"));
         }
         if db.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));

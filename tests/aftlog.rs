@@ -24,6 +24,7 @@ fn config(url: &str, commit_timeout_s: u64) -> DatabaseConfig {
         batch_max_delay_ms: 5,
         max_connections: 4,
         commit_timeout_s,
+        node_index: None,
     }
 }
 

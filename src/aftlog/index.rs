@@ -26,9 +26,12 @@ pub(crate) struct IndexGen {
 }
 
 impl IndexGen {
-    pub(crate) fn new(node_id: &str) -> IndexGen {
+    /// `node_index` (0..=1023, from `database.node_index`) when set, else a hash of `node_id`.
+    pub(crate) fn new(node_id: &str, node_index: Option<u16>) -> IndexGen {
         IndexGen {
-            node_bits: node_hash(node_id),
+            node_bits: node_index
+                .map(|i| i64::from(i) & ((1 << NODE_BITS) - 1))
+                .unwrap_or_else(|| node_hash(node_id)),
             state: Mutex::new((0, 0)),
         }
     }
@@ -81,7 +84,7 @@ mod tests {
 
     #[test]
     fn ids_are_positive_increasing_and_carry_the_node() {
-        let g = IndexGen::new("node1");
+        let g = IndexGen::new("node1", None);
         let mut prev = 0;
         for _ in 0..20_000 {
             let id = g.next();
@@ -93,7 +96,7 @@ mod tests {
 
     #[test]
     fn clock_stepping_back_keeps_ids_increasing() {
-        let g = IndexGen::new("n");
+        let g = IndexGen::new("n", None);
         let a = g.next_at(1_000_000);
         let b = g.next_at(999_000);
         assert!(b > a);
@@ -115,7 +118,7 @@ mod tests {
 
     #[test]
     fn time_field_starts_in_2020() {
-        let g = IndexGen::new("n");
+        let g = IndexGen::new("n", None);
         let id = g.next_at(0);
         assert_eq!(id >> (NODE_BITS + SEQ_BITS), 0);
         assert!(g.next() > 0);

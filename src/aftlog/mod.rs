@@ -165,7 +165,7 @@ impl AftLog {
             inner: Arc::new(Inner {
                 shared,
                 tx,
-                ids: IndexGen::new(node_id),
+                ids: IndexGen::new(node_id, cfg.node_index),
                 commit_timeout: Duration::from_secs(cfg.commit_timeout_s.max(1)),
                 closed: AtomicBool::new(false),
                 shutdown_tx,
