@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use super::errors::{ApiError, ticket_reason};
 use super::{AppState, ResponseBody, json_response};
 use crate::aftlog::{AftRecord, Method};
+use crate::alarms::Alarm;
 use crate::layout::{ChatType, StoredPath, file_type_of};
 use crate::store::{StoreError, UploadSink, temp_name};
 use crate::telemetry;
@@ -153,16 +154,11 @@ async fn upload(
     let started = Instant::now();
     let (claims, chat, expected) = match admit(state, &req) {
         Ok(admitted) => admitted,
-        Err(refusal) => {
-            // Refused from the headers alone. A small body is read and dropped first so the
-            // client, still sending, sees the answer; a large one is not worth reading.
-            let declared = content_length(req.headers()).ok().flatten();
-            if declared.is_none_or(|d| d <= DRAIN_MAX_BYTES) {
-                drain(&mut req.into_body()).await;
-            }
-            return Err(refusal);
-        }
+        Err(refusal) => return Err(refuse_before_body(req, refusal).await),
     };
+    if let Err(refusal) = database_reachable(state).await {
+        return Err(refuse_before_body(req, refusal).await);
+    }
     let limit = state.config.transfer.effective_max_file_size();
     let path = state
         .allocator
@@ -279,6 +275,32 @@ async fn upload(
         resp.headers_mut().insert(http::header::LOCATION, v);
     }
     Ok(resp)
+}
+
+/// Refuses a request before its body is read. A small body is read and dropped first so the
+/// client, still sending, sees the answer; a large one is not worth reading.
+async fn refuse_before_body(req: Request<Incoming>, refusal: Failure) -> Failure {
+    let declared = content_length(req.headers()).ok().flatten();
+    if declared.is_none_or(|d| d <= DRAIN_MAX_BYTES) {
+        drain(&mut req.into_body()).await;
+    }
+    refusal
+}
+
+/// How long an upload waits for a database ping while the database alarm is raised.
+const DB_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// While `XcpMFTDBConnectError` is raised, no upload could be logged: a quick ping decides
+/// whether to refuse at once (rather than storing a file only to remove it after
+/// `database.commit_timeout_s`) or to go ahead because the database is back.
+async fn database_reachable(state: &AppState) -> Result<(), Failure> {
+    if !state.alarms.is_active(Alarm::XcpMFTDBConnectError) {
+        return Ok(());
+    }
+    match tokio::time::timeout(DB_PROBE_TIMEOUT, state.aftlog.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err((ApiError::Unavailable, "db_unavailable")),
+    }
 }
 
 /// Most bytes read and thrown away after refusing a body, so the client reads the answer.
