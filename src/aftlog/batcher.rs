@@ -287,6 +287,7 @@ impl Writer {
             let Some(job) = single.pop() else { continue };
             match self.shared.backend.write(&[&job.rec]).await {
                 Ok(inserted) => {
+                    self.shared.observe(Ok(()));
                     self.shared.batches_written.fetch_add(1, Ordering::Relaxed);
                     self.committed(vec![job], &inserted);
                 }
