@@ -12,6 +12,7 @@
 //! - [`http`]: the HTTP front: upload, download, health, status and metrics endpoints.
 //! - [`alarms`]: alarm state with hysteresis, raised and cleared.
 //! - [`telemetry`]: metric names, recorder installation and log set-up.
+//! - [`janitor`]: start-up sweep of temporary files left by an interrupted run.
 //! - [`node`]: wiring the pieces into a running node.
 //! - [`cli`]: the `mft` command line.
 
@@ -20,6 +21,7 @@ pub mod alarms;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod janitor;
 pub mod layout;
 pub mod node;
 pub mod store;

@@ -23,6 +23,9 @@ use crate::store::{FileStore, StoreError};
 use crate::telemetry;
 use crate::ticket::{TicketAuthority, TicketError};
 
+/// Longest the start-up sweep of leftover temporary files may take.
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Environment variable pinning the layout clock to an RFC 3339 instant (tests only).
 pub const PIN_CLOCK_ENV: &str = "MFT_PIN_CLOCK";
 
@@ -175,6 +178,18 @@ pub async fn start(config: Config, opts: NodeOptions) -> Result<RunningNode, Nod
     if let Err(e) = store.check().await {
         // The node still starts: the file server may come back; the alarm says it is down.
         tracing::error!(error = %e, "File server check failed at start-up");
+    }
+    // Before serving: once uploads start, a `.part` file may be a live one.
+    if tokio::time::timeout(
+        SWEEP_TIMEOUT,
+        crate::janitor::sweep_stale_parts(store.clone(), clock.now()),
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!(
+            "Sweep of leftover temporary files cut short; the rest stay until next start"
+        );
     }
     let aftlog = AftLog::open(&config.database, &config.node.id, &config.node.data_dir).await?;
     let alarm_board = Alarms::new(&config.node.id, &config.alarms);

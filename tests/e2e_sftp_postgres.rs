@@ -634,3 +634,23 @@ async fn wrong_host_key_is_refused() {
         Vec::<std::path::PathBuf>::new()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftover_temporary_files_are_swept_at_start() {
+    let rig = rig();
+    let config = sftp_postgres_config(&rig.sshd, &rig.pg, rig.data.path());
+    let hour = hour_dir(&rig.sshd.root_dir(), 1);
+    std::fs::create_dir_all(&hour).expect("hour dir");
+    std::fs::write(hour.join(".AAAAAAAAAAAAAAAAAAAAAAAA.part"), b"cut off").expect("part");
+    std::fs::write(hour.join("BBBBBBBBBBBBBBBBBBBBBBBB"), b"complete").expect("final");
+    let mut node = TestNode::start(config).await;
+    assert!(!hour.join(".AAAAAAAAAAAAAAAAAAAAAAAA.part").exists());
+    assert_eq!(
+        std::fs::read(hour.join("BBBBBBBBBBBBBBBBBBBBBBBB")).expect("final kept"),
+        b"complete"
+    );
+    // The count resumes past the existing file in `17.1`.
+    let up = node.upload_ok("next.txt", b"n".to_vec()).await;
+    assert!(up.uri.contains("/20261203/17.1/"), "{}", up.uri);
+    node.stop().await;
+}
