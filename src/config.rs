@@ -209,8 +209,11 @@ impl Default for FileServerConfig {
             directory: "mft-data".into(),
             public_key: String::new(),
             pool_size: 8,
-            pipeline_depth: 32,
-            chunk_size: 64 * 1024,
+            // Measured (scripts/bench-compare, benches/sftp_e2e.rs): OpenSSH's largest
+            // WRITE with 16 in flight costs the least CPU per byte on both ends; 4 MiB per
+            // transfer at most.
+            pipeline_depth: 16,
+            chunk_size: 255 * 1024,
             connect_timeout_s: 10,
             request_timeout_s: 60,
         }

@@ -1,5 +1,6 @@
 //! `mft transferspeed`: write then read a test file on the file server through the node's own
-//! store path, and print write and read MB/s against the 60 MB/s floor.
+//! store path (pipelined SFTP), check every byte read back, remove it, and print write and
+//! read MB/s against the 60 MB/s floor (exit status 1 below it).
 
 use std::time::Instant;
 
@@ -43,17 +44,34 @@ pub async fn run(config: &Config, size: u64) -> anyhow::Result<()> {
 
     let bar = progress(size, "read");
     let started = Instant::now();
-    let mut stream = store.read_range(&rel, 0, size).await?;
-    let mut read = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.context("reading the test file")?;
-        read += chunk.len() as u64;
-        bar.inc(chunk.len() as u64);
+    let read_back = async {
+        let mut stream = store.read_range(&rel, 0, size).await?;
+        let mut read = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.context("reading the test file")?;
+            // Every byte checked against what was written (a compare: cheap beside the wire).
+            let mut at = (read % BLOCK as u64) as usize;
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                let n = rest.len().min(BLOCK - at);
+                anyhow::ensure!(
+                    rest[..n] == block[at..at + n],
+                    "the test file read back differs from what was written near byte {read}"
+                );
+                rest = &rest[n..];
+                at = 0;
+            }
+            read += chunk.len() as u64;
+            bar.inc(chunk.len() as u64);
+        }
+        Ok(read)
     }
-    drop(stream);
+    .await;
     let read_s = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    store.remove(&rel).await.context("removing the test file")?;
+    let removed = store.remove(&rel).await.context("removing the test file");
+    let read = read_back?;
+    removed?;
     anyhow::ensure!(read == size, "read back {read} bytes of {size}");
 
     let mb = size as f64 / 1e6;
