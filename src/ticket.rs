@@ -201,20 +201,20 @@ impl TicketAuthority {
             return Err(TicketError::WrongKind { expected: "upload" });
         }
         let claims: UploadClaims = self.decode(token)?;
-        if claims.sub.is_empty() || claims.to.is_empty() {
-            return Err(TicketError::BadClaims(
-                "`sub` and `to` must not be empty".into(),
-            ));
-        }
+        check_jid("sub", &claims.sub)?;
+        check_jid("to", &claims.to)?;
         if claims.chat.parse::<ChatType>().is_err() {
             return Err(TicketError::BadClaims(
                 "`chat` must be im, groupchat or persistent".into(),
             ));
         }
-        if claims.name.is_empty() || claims.name.len() > 511 || claims.name.contains('\0') {
-            return Err(TicketError::BadClaims(
-                "`name` must be 1 to 511 bytes without NUL".into(),
-            ));
+        if claims.name.is_empty()
+            || claims.name.len() > MAX_NAME_BYTES
+            || claims.name.chars().any(char::is_control)
+        {
+            return Err(TicketError::BadClaims(format!(
+                "`name` must be 1 to {MAX_NAME_BYTES} bytes without control characters"
+            )));
         }
         Ok(claims)
     }
@@ -228,9 +228,7 @@ impl TicketAuthority {
             });
         }
         let claims: DownloadClaims = self.decode(token)?;
-        if claims.sub.is_empty() {
-            return Err(TicketError::BadClaims("`sub` must not be empty".into()));
-        }
+        check_jid("sub", &claims.sub)?;
         Ok(claims)
     }
 
@@ -244,6 +242,23 @@ impl TicketAuthority {
         let k: Kind = self.decode(token)?;
         Ok(k.kind)
     }
+}
+
+/// Longest JID `AFT_LOG` holds (`jid`, `to_jid`: VARCHAR(3071)).
+pub const MAX_JID_CHARS: usize = 3071;
+/// Longest real filename, in bytes (`real_filename`: VARCHAR(511)).
+pub const MAX_NAME_BYTES: usize = 511;
+
+fn check_jid(claim: &str, value: &str) -> Result<(), TicketError> {
+    if value.is_empty()
+        || value.chars().count() > MAX_JID_CHARS
+        || value.chars().any(char::is_control)
+    {
+        return Err(TicketError::BadClaims(format!(
+            "`{claim}` must be 1 to {MAX_JID_CHARS} characters without control characters"
+        )));
+    }
+    Ok(())
 }
 
 fn map_jwt_error(e: jsonwebtoken::errors::Error) -> TicketError {
@@ -314,6 +329,36 @@ mod tests {
         let none_alg =
             "eyJhbGciOiJub25lIn0.eyJraW5kIjoiZG93bmxvYWQiLCJzdWIiOiJhIiwiZXhwIjo5OTk5OTk5OTk5fQ.";
         assert!(a.verify_download(none_alg).is_err());
+    }
+
+    #[test]
+    fn oversized_or_control_claims_refused() {
+        let a = authority();
+        let long = "s".repeat(MAX_JID_CHARS + 1);
+        let t = a
+            .mint_upload(&long, "b@x", ChatType::Im, "f", None, 60)
+            .unwrap();
+        assert!(matches!(
+            a.verify_upload(&t),
+            Err(TicketError::BadClaims(_))
+        ));
+        let t = a.mint_download(&long, None, 60).unwrap();
+        assert!(matches!(
+            a.verify_download(&t),
+            Err(TicketError::BadClaims(_))
+        ));
+        let t = a
+            .mint_upload("a@x", "b@x", ChatType::Im, "a\r\nX: 1.txt", None, 60)
+            .unwrap();
+        assert!(matches!(
+            a.verify_upload(&t),
+            Err(TicketError::BadClaims(_))
+        ));
+        let ok = "s".repeat(MAX_JID_CHARS);
+        let t = a
+            .mint_upload(&ok, "b@x", ChatType::Im, "f", None, 60)
+            .unwrap();
+        assert!(a.verify_upload(&t).is_ok());
     }
 
     #[test]

@@ -173,6 +173,24 @@ fn tickets_and_config_errors() {
     );
     assert!(!out.status.success());
 
+    // status changes nothing: a mistyped SQLite path is reported, not created.
+    std::fs::write(
+        work.path().join("typo.toml"),
+        "[database]\nurl = \"sqlite://nonexistent-dir/aft.db\"\n",
+    )
+    .expect("config");
+    let out = mft(work.path(), &["--config", "typo.toml", "status"]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("database:    FAILED") && said.contains("does not exist"),
+        "{said}"
+    );
+    assert!(
+        !work.path().join("nonexistent-dir").exists(),
+        "status created files"
+    );
+
     for (toml, key) in [
         ("[node]\nidd = 1\n", "idd"),
         ("[node]\nid = \"bad id!\"\n", "node.id"),

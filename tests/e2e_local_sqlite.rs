@@ -129,3 +129,91 @@ async fn local_limit_and_disabled_mode() {
     assert_eq!(files_under(&node.store_root()).len(), 1);
     assert_eq!(aft_rows(&config.database.url, None).await.len(), 1);
 }
+
+/// Sends raw bytes and reads the answer's status line.
+fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(request).expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_answers_and_leaves_nothing() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut config = local_sqlite_config(data.path());
+    config.transfer.idle_timeout_s = 1;
+    config.node.public_url = "http://127.0.0.1:0/mft".into();
+    let mut node = TestNode::start(config.clone()).await;
+    let addr = node.addr();
+
+    // Claims that AFT_LOG could not hold, or that would break the URI, are refused up front.
+    let long_jid = "j".repeat(3072);
+    for (from, name) in [
+        (long_jid.as_str(), "f.txt"),
+        ("a@x", "a\r\nX-Injected: 1.txt"),
+        ("a@x", &"n".repeat(512)),
+    ] {
+        let ticket = node
+            .tickets
+            .mint_upload(from, "b@x", mft::layout::ChatType::Im, name, None, 600)
+            .expect("ticket");
+        let resp = node
+            .client
+            .post(format!("{}/files", node.base_url()))
+            .bearer_auth(ticket)
+            .body(b"data".to_vec())
+            .send()
+            .await
+            .expect("upload");
+        assert_eq!(resp.status(), 400, "{name:.20}");
+    }
+
+    // No length at all: 411, not an empty file.
+    let ticket = node.upload_ticket("nolen.txt", None);
+    let status = raw_status(
+        addr,
+        format!("POST /mft/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ticket}\r\nConnection: close\r\n\r\nhello")
+            .as_bytes(),
+    );
+    assert!(status.contains(" 411 "), "{status}");
+
+    // A body that stops arriving: 408 after the idle timeout.
+    let ticket = node.upload_ticket("stall.txt", Some(1000));
+    let status = raw_status(
+        addr,
+        format!("POST /mft/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ticket}\r\nContent-Length: 1000\r\n\r\nonly a little")
+            .as_bytes(),
+    );
+    assert!(status.contains(" 408 "), "{status}");
+
+    // Ops endpoints answer with and without the public URL's path prefix.
+    for path in ["/metrics", "/mft/metrics", "/healthz", "/mft/status"] {
+        let resp = node
+            .client
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .expect("ops");
+        assert_eq!(resp.status(), 200, "{path}");
+    }
+    // The URI handed out carries the prefix and works.
+    let up = node.upload_ok("prefixed.txt", b"p".to_vec()).await;
+    assert!(
+        up.uri.starts_with(&format!("http://{addr}/mft/files/")),
+        "{}",
+        up.uri
+    );
+    assert_eq!(node.download(&up.uri, "b@x").await.status(), 200);
+    node.stop().await;
+    assert_eq!(files_under(&node.store_root()).len(), 1);
+    assert_eq!(aft_rows(&config.database.url, None).await.len(), 2);
+}

@@ -129,6 +129,21 @@ impl Backend {
         }
     }
 
+    /// Checks that the `AFT_LOG` table exists and can be read, changing nothing.
+    pub(crate) async fn table_present(&self) -> Result<(), DbError> {
+        let sql = "SELECT aft_index FROM aft_log LIMIT 1";
+        let result = match self {
+            Backend::Postgres(pool, _) => sqlx::query(sql).fetch_optional(pool).await.map(|_| ()),
+            Backend::Sqlite(pool) => sqlx::query(sql).fetch_optional(pool).await.map(|_| ()),
+        };
+        result.map_err(|e| {
+            DbError::new(
+                ErrorClass::Permanent,
+                format!("AFT_LOG is missing or unreadable (run `mft migrate`): {e}"),
+            )
+        })
+    }
+
     pub(crate) async fn close(&self) {
         match self {
             Backend::Postgres(pool, _) => pool.close().await,

@@ -355,6 +355,36 @@ async fn replay(backend: &Backend, spool: &Spool) -> Result<(), AftLogError> {
     Ok(())
 }
 
+/// Checks the database for `mft status` without changing anything: it must be reachable (an
+/// SQLite file must already exist) and hold a readable `AFT_LOG`. Returns the backend name.
+pub async fn inspect(url: &str) -> Result<&'static str, AftLogError> {
+    if url.starts_with("sqlite:") {
+        let path = sqlite::path_of(url).map_err(|e| e.to_public())?;
+        if !std::path::Path::new(path).is_file() {
+            return Err(AftLogError::Unavailable(format!(
+                "SQLite database {path} does not exist (run `mft migrate`, or check database.url)"
+            )));
+        }
+    }
+    let settings = pool_settings(&DatabaseConfig {
+        url: url.to_string(),
+        max_connections: 1,
+        ..DatabaseConfig::default()
+    });
+    let backend = Backend::connect(url, settings)
+        .await
+        .map_err(|e| e.to_public())?;
+    let result = async {
+        backend.ping().await?;
+        backend.table_present().await
+    }
+    .await
+    .map_err(|e| e.to_public());
+    let name = backend.name();
+    backend.close().await;
+    result.map(|()| name)
+}
+
 /// Creates the `AFT_LOG` table and its indexes if missing (idempotent), for `mft migrate`.
 pub async fn migrate(url: &str) -> Result<(), AftLogError> {
     let settings = pool_settings(&DatabaseConfig {

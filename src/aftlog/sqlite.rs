@@ -20,7 +20,7 @@ pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The file path in `sqlite://path` (also accepts `sqlite:path`).
-fn path_of(url: &str) -> Result<&str, DbError> {
+pub(crate) fn path_of(url: &str) -> Result<&str, DbError> {
     let path = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))

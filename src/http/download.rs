@@ -97,49 +97,59 @@ fn parse_target(state: &AppState, path: &str) -> Result<Target, Failure> {
     })
 }
 
-/// Parses a single `bytes=` range against `size`: `Ok(None)` means the whole file.
+/// Parses a single `bytes=` range against `size` (RFC 9110 section 14): `Ok(None)` means
+/// serve the whole file (no range, another unit, several ranges, or a syntactically invalid
+/// one, which the RFC says to ignore); positions past `u64::MAX` are clamped; a first
+/// position at or past the end is unsatisfiable (416).
 fn parse_range(value: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u64)>, Failure> {
     let Some(value) = value.and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
-        return Ok(None); // unknown unit: ignore, per RFC 9110
+    let Some((unit, spec)) = value.trim().split_once('=') else {
+        return Ok(None);
     };
-    if spec.contains(',') {
-        return Ok(None); // multiple ranges: serve the whole file
+    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
+        return Ok(None);
     }
-    let unsatisfiable = || {
-        (
-            ApiError::RangeNotSatisfiable { size },
-            "range_not_satisfiable",
-        )
+    let Some((first, last)) = spec.split_once('-') else {
+        return Ok(None);
     };
-    let (first, last) = spec.split_once('-').ok_or_else(unsatisfiable)?;
     let (first, last) = (first.trim(), last.trim());
-    let range = if first.is_empty() {
-        let n: u64 = last.parse().map_err(|_| unsatisfiable())?;
+    let position = |s: &str| -> Option<u64> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(s.parse::<u64>().unwrap_or(u64::MAX))
+    };
+    let unsatisfiable = (
+        ApiError::RangeNotSatisfiable { size },
+        "range_not_satisfiable",
+    );
+    if first.is_empty() {
+        let Some(n) = position(last) else {
+            return Ok(None);
+        };
         if n == 0 || size == 0 {
-            return Err(unsatisfiable());
+            return Err(unsatisfiable);
         }
         let n = n.min(size);
-        (size - n, size - 1)
-    } else {
-        let start: u64 = first.parse().map_err(|_| unsatisfiable())?;
-        let end = if last.is_empty() {
-            size.saturating_sub(1)
-        } else {
-            let e: u64 = last.parse().map_err(|_| unsatisfiable())?;
-            if e < start {
-                return Err(unsatisfiable());
-            }
-            e.min(size.saturating_sub(1))
-        };
-        if start >= size {
-            return Err(unsatisfiable());
-        }
-        (start, end)
+        return Ok(Some((size - n, size - 1)));
+    }
+    let Some(start) = position(first) else {
+        return Ok(None);
     };
-    Ok(Some(range))
+    let end = if last.is_empty() {
+        u64::MAX
+    } else {
+        match position(last) {
+            Some(e) if e >= start => e,
+            _ => return Ok(None),
+        }
+    };
+    if start >= size {
+        return Err(unsatisfiable);
+    }
+    Ok(Some((start, end.min(size - 1))))
 }
 
 /// RFC 6266: `disposition; filename="ascii"; filename*=UTF-8''percent-encoded`.
@@ -390,10 +400,19 @@ mod tests {
             range("bytes=100-", 100),
             Err(StatusCode::RANGE_NOT_SATISFIABLE)
         );
+        assert_eq!(range("bytes=9-3", 100), Ok(None));
+        assert_eq!(range("BYTES=0-1", 100), Ok(Some((0, 1))));
         assert_eq!(
-            range("bytes=9-3", 100),
+            range("bytes=0-99999999999999999999", 100),
+            Ok(Some((0, 99)))
+        );
+        assert_eq!(range("bytes=-99999999999999999999", 100), Ok(Some((0, 99))));
+        assert_eq!(
+            range("bytes=-0", 100),
             Err(StatusCode::RANGE_NOT_SATISFIABLE)
         );
+        assert_eq!(range("bytes=abc", 100), Ok(None));
+        assert_eq!(range("bytes=1-x", 100), Ok(None));
         assert_eq!(
             range("bytes=0-0", 0),
             Err(StatusCode::RANGE_NOT_SATISFIABLE)

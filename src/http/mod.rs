@@ -105,10 +105,8 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut stop: watch:
 }
 
 async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<ResponseBody> {
-    let path = req.uri().path().to_string();
-    let Some(path) = path.strip_prefix(state.path_prefix.as_str()) else {
-        return count("other", errors::ApiError::NotFound.into_response());
-    };
+    let full_path = req.uri().path().to_string();
+    let path = strip_public_prefix(&full_path, &state.path_prefix);
     let method = req.method().clone();
     let (route_name, response) = match (&method, path) {
         (&Method::POST, "/files") => ("upload", upload::handle(&state, req).await),
@@ -129,6 +127,18 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<Respons
         _ => ("other", errors::ApiError::NotFound.into_response()),
     };
     count(route_name, response)
+}
+
+/// The request path without `node.public_url`'s path prefix. Paths without the prefix are
+/// served too: a reverse proxy may strip it, and scrapers ask for `/metrics` directly.
+fn strip_public_prefix<'a>(path: &'a str, prefix: &str) -> &'a str {
+    if prefix.is_empty() {
+        return path;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => path,
+    }
 }
 
 fn count(route: &'static str, response: Response<ResponseBody>) -> Response<ResponseBody> {
@@ -153,4 +163,18 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
         http::HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_public_prefix;
+
+    #[test]
+    fn prefix_optional() {
+        assert_eq!(strip_public_prefix("/mft/files", "/mft"), "/files");
+        assert_eq!(strip_public_prefix("/files", "/mft"), "/files");
+        assert_eq!(strip_public_prefix("/metrics", "/mft"), "/metrics");
+        assert_eq!(strip_public_prefix("/mftx/files", "/mft"), "/mftx/files");
+        assert_eq!(strip_public_prefix("/files", ""), "/files");
+    }
 }

@@ -122,10 +122,11 @@ fn admit(
     let limit = state.config.transfer.effective_max_file_size();
     let declared = content_length(req.headers())?;
     // Without Content-Length or chunked framing an HTTP/1 body is empty by definition
-    // (RFC 9112 section 6.3): fine for an empty file, a missing length for anything else.
+    // (RFC 9112 section 6.3). Storing it as an empty file would silently drop whatever the
+    // client meant to send, so a length is required unless the ticket says the file is empty.
     let unframed =
         declared.is_none() && !is_chunked(req.headers()) && req.version() < Version::HTTP_2;
-    if unframed && claims.size.is_some_and(|s| s > 0) {
+    if unframed && claims.size != Some(0) {
         return Err((ApiError::LengthRequired, "length_required"));
     }
     for size in [declared, claims.size].into_iter().flatten() {
@@ -179,10 +180,7 @@ async fn upload(
         let Ok(next) = tokio::time::timeout(idle, body.frame()).await else {
             sink.abort().await;
             tracing::info!(received = total, "Upload body stalled; abandoned");
-            return Err((
-                ApiError::BadRequest("the upload body stalled".into()),
-                "client_stalled",
-            ));
+            return Err((ApiError::RequestTimeout, "client_stalled"));
         };
         let frame = match next {
             None => break,
