@@ -249,6 +249,46 @@ pub fn is_identifier(s: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// `file_server.public_key` must parse, and a host it names must be this file server
+/// (`host`, or `[host]:port` as ssh-keyscan prints it for other ports).
+fn check_pinned_key(fs: &FileServerConfig) -> Result<(), ConfigError> {
+    crate::store::sftp::keys::parse_pinned_key(&fs.public_key).map_err(|e| {
+        let text = e.to_string();
+        let reason = text
+            .split_once("file_server.public_key: ")
+            .map_or(text.as_str(), |(_, r)| r)
+            .to_string();
+        invalid("file_server.public_key", reason)
+    })?;
+    let first = fs.public_key.split_whitespace().next().unwrap_or("");
+    let names_a_host = !(first.starts_with("ssh-")
+        || first.starts_with("ecdsa-")
+        || first.starts_with("sk-")
+        || first.starts_with("rsa-"));
+    if names_a_host {
+        let bracketed = format!("[{}]:{}", fs.host, fs.port);
+        let matches = first
+            .split(',')
+            .any(|h| h == bracketed || (fs.port == 22 && h == fs.host));
+        if !matches {
+            let expected = if fs.port == 22 {
+                fs.host.clone()
+            } else {
+                bracketed
+            };
+            return Err(invalid(
+                "file_server.public_key",
+                format!(
+                    "the key line is for `{first}`, not this file server (`{expected}`); \
+                     print the right one with `mft keyscan {}:{}`",
+                    fs.host, fs.port
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Config {
     /// Parses and validates configuration text; `origin` names it in error messages.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
@@ -393,6 +433,7 @@ impl Config {
             if fs.port == 0 {
                 return Err(invalid("file_server.port", "must be 1 to 65535"));
             }
+            check_pinned_key(fs)?;
         }
         if fs.pool_size == 0 || fs.pool_size > 256 {
             return Err(invalid("file_server.pool_size", "must be 1 to 256"));
@@ -504,6 +545,24 @@ mod tests {
     fn bad_mode_refused() {
         let err = Config::from_toml("[transfer]\nmode = \"sometimes\"\n", "t.toml").unwrap_err();
         assert!(err.to_string().contains("mode"), "{err}");
+    }
+
+    #[test]
+    fn pinned_key_checked_against_host() {
+        const KEY: &str =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEyaKwTLkxpJzFZPQE1WurTVS4DAl+fQi6E7sSyx1l+q";
+        let base = "[file_server]\nkind = \"sftp\"\nhost = \"10.0.0.5\"\nport = 2222\ndirectory = \"/srv/mft\"\n";
+        let with = |line: &str| format!("{base}public_key = \"{line}\"\n");
+        assert!(Config::from_toml(&with(&format!("[10.0.0.5]:2222 {KEY}")), "t").is_ok());
+        assert!(Config::from_toml(&with(KEY), "t").is_ok());
+        for bad in [
+            format!("otherhost {KEY}"),
+            format!("10.0.0.5 {KEY}"),
+            "10.0.0.5 ssh-ed25519 AAAAnotbase64".to_string(),
+        ] {
+            let err = Config::from_toml(&with(&bad), "t").unwrap_err();
+            assert!(err.to_string().contains("file_server.public_key"), "{err}");
+        }
     }
 
     #[test]

@@ -137,7 +137,7 @@ pub(crate) fn load_node_key(path: &Path) -> Result<PrivateKey, StoreError> {
 
 /// Parses a pinned host key line: `host ALG BASE64 [comment]`, `[host]:port ALG BASE64`, or
 /// just `ALG BASE64`.
-pub(crate) fn parse_pinned_key(line: &str) -> Result<PublicKey, StoreError> {
+pub fn parse_pinned_key(line: &str) -> Result<PublicKey, StoreError> {
     let tokens: Vec<&str> = line.split_whitespace().collect();
     let looks_like_alg = |t: &str| {
         t.starts_with("ssh-")
