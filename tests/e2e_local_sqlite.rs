@@ -130,16 +130,9 @@ async fn local_limit_and_disabled_mode() {
     assert_eq!(aft_rows(&config.database.url, None).await.len(), 1);
 }
 
-/// Sends raw bytes and reads the answer's status line.
+/// The status line of the node's answer to raw request bytes.
 fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .expect("timeout");
-    s.write_all(request).expect("write");
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out)
+    support::node::raw_request(addr, request)
         .lines()
         .next()
         .unwrap_or_default()

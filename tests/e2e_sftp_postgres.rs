@@ -8,25 +8,10 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use support::node::{
-    TestNode, aft_rows, files_under, pinned_hour, sftp_postgres_config, sha256_hex, test_bytes,
+    TestNode, aft_rows, files_under, pinned_hour, raw_request, rig, sftp_postgres_config,
+    sha256_hex, test_bytes,
 };
-use support::postgres::Postgres;
-use support::sshd::Sshd;
 use unicode_normalization::UnicodeNormalization;
-
-struct Rig {
-    sshd: Sshd,
-    pg: Postgres,
-    data: tempfile::TempDir,
-}
-
-fn rig() -> Rig {
-    Rig {
-        sshd: Sshd::start(),
-        pg: Postgres::start(),
-        data: tempfile::tempdir().expect("temp data dir"),
-    }
-}
 
 fn hour_dir(root: &std::path::Path, seq: u32) -> std::path::PathBuf {
     let name = if seq == 0 {
@@ -287,9 +272,10 @@ async fn size_limit_boundary_leaves_nothing() {
     let ticket = node.upload_ticket("nolength.bin", Some(10));
     let reply = raw_request(
         node.addr(),
-        &format!(
+        format!(
             "POST /files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ticket}\r\nConnection: close\r\n\r\n"
-        ),
+        )
+        .as_bytes(),
     );
     assert!(reply.starts_with("HTTP/1.1 411"), "{reply}");
     node.stop().await;
@@ -314,10 +300,11 @@ async fn default_limit_is_four_gib() {
     let ticket = node.upload_ticket("huge.bin", None);
     let reply = raw_request(
         node.addr(),
-        &format!(
+        format!(
             "POST /files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ticket}\r\n\
              Content-Length: 4294967297\r\nConnection: close\r\n\r\n"
-        ),
+        )
+        .as_bytes(),
     );
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
     // Exactly 4 GiB announced is admitted: the node waits for the body instead of refusing.
@@ -347,17 +334,6 @@ async fn default_limit_is_four_gib() {
         Vec::<std::path::PathBuf>::new()
     );
     assert!(aft_rows(&rig.pg.url(), None).await.is_empty());
-}
-
-/// Sends a raw HTTP request and returns everything the node answers.
-fn raw_request(addr: std::net::SocketAddr, request: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s.write_all(request.as_bytes()).expect("write");
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,9 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use mft::telemetry;
-use support::node::{TestNode, aft_rows, files_under, sftp_postgres_config, test_bytes};
-use support::postgres::Postgres;
-use support::sshd::Sshd;
+use support::node::{Rig, TestNode, aft_rows, files_under, rig, sftp_postgres_config, test_bytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -389,20 +387,6 @@ fn assert_webhook(event: &serde_json::Value, alarm: &str, state: &str) {
 
 // ---------------------------------------------------------------------------------------------
 // Rig
-
-struct Rig {
-    sshd: Sshd,
-    pg: Postgres,
-    data: tempfile::TempDir,
-}
-
-fn rig() -> Rig {
-    Rig {
-        sshd: Sshd::start(),
-        pg: Postgres::start(),
-        data: tempfile::tempdir().expect("temp data dir"),
-    }
-}
 
 fn config(rig: &Rig) -> mft::config::Config {
     let mut c = sftp_postgres_config(&rig.sshd, &rig.pg, rig.data.path());

@@ -22,15 +22,7 @@ fn store(sshd: &Sshd) -> SftpStore {
 
 /// Deterministic, non-repeating-looking test data.
 fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    support::node::test_bytes(len, seed)
 }
 
 fn sha(b: &[u8]) -> Vec<u8> {

@@ -355,6 +355,18 @@ async fn replay(backend: &Backend, spool: &Spool) -> Result<(), AftLogError> {
     Ok(())
 }
 
+/// A one-connection backend for the command-line checks.
+async fn connect_once(url: &str) -> Result<Backend, AftLogError> {
+    let settings = pool_settings(&DatabaseConfig {
+        url: url.to_string(),
+        max_connections: 1,
+        ..DatabaseConfig::default()
+    });
+    Backend::connect(url, settings)
+        .await
+        .map_err(|e| e.to_public())
+}
+
 /// Checks the database for `mft status` without changing anything: it must be reachable (an
 /// SQLite file must already exist) and hold a readable `AFT_LOG`. Returns the backend name.
 pub async fn inspect(url: &str) -> Result<&'static str, AftLogError> {
@@ -366,14 +378,7 @@ pub async fn inspect(url: &str) -> Result<&'static str, AftLogError> {
             )));
         }
     }
-    let settings = pool_settings(&DatabaseConfig {
-        url: url.to_string(),
-        max_connections: 1,
-        ..DatabaseConfig::default()
-    });
-    let backend = Backend::connect(url, settings)
-        .await
-        .map_err(|e| e.to_public())?;
+    let backend = connect_once(url).await?;
     let result = async {
         backend.ping().await?;
         backend.table_present().await
@@ -387,14 +392,7 @@ pub async fn inspect(url: &str) -> Result<&'static str, AftLogError> {
 
 /// Creates the `AFT_LOG` table and its indexes if missing (idempotent), for `mft migrate`.
 pub async fn migrate(url: &str) -> Result<(), AftLogError> {
-    let settings = pool_settings(&DatabaseConfig {
-        url: url.to_string(),
-        max_connections: 1,
-        ..DatabaseConfig::default()
-    });
-    let backend = Backend::connect(url, settings)
-        .await
-        .map_err(|e| e.to_public())?;
+    let backend = connect_once(url).await?;
     let result = backend.migrate().await.map_err(|e| e.to_public());
     backend.close().await;
     result

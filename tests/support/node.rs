@@ -313,3 +313,30 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// An sshd, a PostgreSQL and a data directory for one test: the production pairing.
+pub struct Rig {
+    pub sshd: Sshd,
+    pub pg: Postgres,
+    pub data: tempfile::TempDir,
+}
+
+pub fn rig() -> Rig {
+    Rig {
+        sshd: Sshd::start(),
+        pg: Postgres::start(),
+        data: tempfile::tempdir().expect("temp data dir"),
+    }
+}
+
+/// Sends a raw HTTP request and returns everything the node answers (10 s at most).
+pub fn raw_request(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(request).expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).to_string()
+}
