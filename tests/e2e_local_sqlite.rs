@@ -210,3 +210,47 @@ async fn bad_input_gets_clear_answers_and_leaves_nothing() {
     assert_eq!(files_under(&node.store_root()).len(), 1);
     assert_eq!(aft_rows(&config.database.url, None).await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_sqlite_file_is_noticed() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut config = local_sqlite_config(data.path());
+    config.alarms.check_interval_s = 1;
+    let mut node = TestNode::start(config.clone()).await;
+    node.upload_ok("before.txt", b"b".to_vec()).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(data.path().join(format!("aft_log.db{suffix}")));
+    }
+    let ready = node
+        .client
+        .get(format!("{}/readyz", node.base_url()))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+    // Within a few check intervals the alarm is raised and uploads are refused, not lost.
+    let mut raised = false;
+    for _ in 0..50 {
+        let status: serde_json::Value = node
+            .client
+            .get(format!("{}/status", node.base_url()))
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("JSON");
+        if status["alarms"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["alarm"] == "XcpMFTDBConnectError"))
+        {
+            raised = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(raised, "XcpMFTDBConnectError not raised");
+    assert_eq!(node.upload("after.txt", b"a".to_vec()).await.status(), 503);
+    node.stop().await;
+    assert_eq!(files_under(&node.store_root()).len(), 1);
+}

@@ -109,6 +109,15 @@ pub(crate) async fn write(pool: &SqlitePool, rows: &[&AftRecord]) -> Result<Vec<
 }
 
 pub(crate) async fn ping(pool: &SqlitePool) -> Result<(), DbError> {
+    // An open connection keeps working on a database file deleted under it, writing rows that
+    // vanish with the process: a ping must notice the file is gone.
+    let path = pool.connect_options().get_filename().to_path_buf();
+    if !path.as_os_str().is_empty() && !path.exists() {
+        return Err(DbError::new(
+            ErrorClass::Unreachable,
+            format!("SQLite database file {} is gone", path.display()),
+        ));
+    }
     sqlx::query("SELECT 1")
         .execute(pool)
         .await
