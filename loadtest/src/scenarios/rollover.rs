@@ -14,7 +14,6 @@ use crate::cli::RolloverArgs;
 use crate::client::{Framing, Uploaded};
 use crate::progress::Progress;
 use crate::report::{Check, Report, RolloverResult};
-use crate::stats::Direction;
 use crate::verify::{Listing, UriPath};
 
 /// Most uploads one run makes.
@@ -46,14 +45,13 @@ pub async fn run(ctx: &Ctx, args: &RolloverArgs) -> anyhow::Result<Report> {
             let ctx = ctx.clone();
             let bar = progress.bar().clone();
             async move {
-                let start = Instant::now();
                 let (from, to, name) = (
                     user_jid(i % 100),
                     user_jid(i % 100 + 1),
                     format!("rollover-{i}.txt"),
                 );
-                let res = ctx
-                    .upload(&UploadSpec {
+                let up = ctx
+                    .upload_recorded(&UploadSpec {
                         chat,
                         from: &from,
                         to: &to,
@@ -64,17 +62,7 @@ pub async fn run(ctx: &Ctx, args: &RolloverArgs) -> anyhow::Result<Report> {
                     })
                     .await;
                 bar.inc(1);
-                match res {
-                    Ok(up) => {
-                        ctx.recorder
-                            .ok(Direction::Upload, args.size, start.elapsed());
-                        Some(up)
-                    }
-                    Err(f) => {
-                        ctx.recorder.error(Direction::Upload, &f.kind());
-                        None
-                    }
-                }
+                up
             }
         })
         .buffer_unordered(args.concurrency)

@@ -38,11 +38,10 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> anyhow::Result<Report> {
             let ctx = ctx.clone();
             let bar = progress.bar().clone();
             async move {
-                let start = Instant::now();
                 let (from, to, name) =
                     (user_jid(i), user_jid(i + 1), format!("throughput-{i}.bin"));
-                let res = ctx
-                    .upload(&UploadSpec {
+                let up = ctx
+                    .upload_recorded(&UploadSpec {
                         chat: ChatType::Im,
                         from: &from,
                         to: &to,
@@ -53,17 +52,7 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> anyhow::Result<Report> {
                     })
                     .await;
                 bar.inc(1);
-                match res {
-                    Ok(up) => {
-                        ctx.recorder
-                            .ok(Direction::Upload, args.size, start.elapsed());
-                        Some(up)
-                    }
-                    Err(f) => {
-                        ctx.recorder.error(Direction::Upload, &f.kind());
-                        None
-                    }
-                }
+                up
             }
         })
         .buffer_unordered(args.concurrency)
